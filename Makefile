@@ -1,0 +1,28 @@
+# Two commands set up everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+# Re-installs only when the project or its pins change; quick otherwise.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0 -c constraints.txt
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: install
+	$(PY) scripts/demo_loss.py
+
+bench: install
+	$(PY) scripts/bench_loss.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info plugin/*.egg-info .pytest_cache
