@@ -1,5 +1,19 @@
-"""Segmentation losses in pure torch, sharing one per-class statistics core (``statistics``)."""
+"""Segmentation losses in pure torch (no I/O, no MONAI), sharing one statistics core.
 
+- :class:`ClassWeightedGeneralizedDiceLoss`: Sudre et al. 2017 GDL with user class weights.
+- :class:`ClassWeightedDiceLoss`: class-weighted mean of per-class soft Dice losses.
+- :class:`GeneralizedDiceCELoss`: λ_gdl·GDL + λ_ce·cross-entropy.
+- :mod:`gdlseg.losses.statistics`: the per-class sums ``I, P, T`` every loss and metric uses.
+"""
+
+from gdlseg.losses.compound import GeneralizedDiceCELoss
+from gdlseg.losses.dice import ClassWeightedDiceLoss
 from gdlseg.losses.generalized_dice import ClassWeightedGeneralizedDiceLoss
+from gdlseg.losses.statistics import ClassStatistics
 
-__all__ = ["ClassWeightedGeneralizedDiceLoss"]
+__all__ = [
+    "ClassStatistics",
+    "ClassWeightedDiceLoss",
+    "ClassWeightedGeneralizedDiceLoss",
+    "GeneralizedDiceCELoss",
+]

@@ -5,44 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import nn
 
-from gdlseg.losses._options import (
-    autocast_disabled,
-    check_activation,
-    check_class_weight_count,
-    check_ignore_index,
-    choose_option,
-    class_weight_tensor,
-    non_negative_float,
-)
-from gdlseg.losses.inputs import (
-    LossTarget,
-    check_shapes,
-    check_some_class_weighted,
-    class_statistics,
-    parse_target,
-    scored_channels,
-)
-from gdlseg.losses.statistics import ClassStatistics
+from gdlseg.losses._options import choose_option
+from gdlseg.losses.base import OverlapLoss
+from gdlseg.losses.statistics import ClassStatistics, dice_ratio
 from gdlseg.losses.weights import W_TYPES, generalized_dice_weights
-
-REDUCTIONS = ("mean", "sum", "none")
-
-
-def overlap_ratio(
-    weighted_intersection: torch.Tensor,
-    weighted_total: torch.Tensor,
-    smooth_nr: float,
-    smooth_dr: float,
-) -> torch.Tensor:
-    """``(2·I + smooth_nr) / (P + T + smooth_dr)``, defined as 1 where the denominator is 0
-    (nothing to score and no smoothing): an empty row then costs nothing."""
-    numerator = 2.0 * weighted_intersection + smooth_nr
-    denominator = weighted_total + smooth_dr
-    defined = denominator != 0
-    safe = torch.where(defined, denominator, torch.ones_like(denominator))
-    return torch.where(defined, numerator / safe, torch.ones_like(numerator))
 
 
 def complement_statistics(statistics: ClassStatistics) -> ClassStatistics:
@@ -90,7 +57,7 @@ def generalized_dice_from_statistics(
     """
     weights, empty = generalized_dice_weights(statistics.target, w_type, class_weights, scored, normalize_weights)
     weights = weights.to(statistics.intersection.dtype)
-    ratio = overlap_ratio(
+    ratio = dice_ratio(
         (weights * statistics.intersection).sum(dim=1),
         (weights * (statistics.prediction + statistics.target)).sum(dim=1),
         smooth_nr,
@@ -100,7 +67,7 @@ def generalized_dice_from_statistics(
         complement = complement_statistics(statistics)
         alpha = torch.where(scored, class_weights, torch.zeros_like(class_weights)).to(weights.dtype)
         alpha = alpha / alpha.sum().clamp_min(torch.finfo(alpha.dtype).tiny)
-        complement_ratio = overlap_ratio(
+        complement_ratio = dice_ratio(
             (alpha * complement.intersection).sum(dim=1),
             (alpha * (complement.prediction + complement.target)).sum(dim=1),
             smooth_nr,
@@ -110,16 +77,7 @@ def generalized_dice_from_statistics(
     return 1.0 - ratio
 
 
-def reduce_rows(rows: torch.Tensor, reduction: str, spatial_dims: int) -> torch.Tensor:
-    """Reduce ``(R,)`` row losses; ``"none"`` keeps the input's rank: ``(R, 1, 1, …)``."""
-    if reduction == "mean":
-        return rows.mean()
-    if reduction == "sum":
-        return rows.sum()
-    return rows.view(rows.shape[0], 1, *([1] * spatial_dims))
-
-
-class ClassWeightedGeneralizedDiceLoss(nn.Module):
+class ClassWeightedGeneralizedDiceLoss(OverlapLoss):
     """Generalized Dice loss with user class weights on top of the volume weights.
 
     Sudre, C. et al. (2017) Generalised Dice overlap as a deep learning loss function for highly
@@ -193,49 +151,34 @@ class ClassWeightedGeneralizedDiceLoss(nn.Module):
         ignore_index: int | None = None,
         validate_labels: bool = True,
     ) -> None:
-        super().__init__()
-        check_activation(sigmoid, softmax, other_act)
-        self.include_background = bool(include_background)
-        self.to_onehot_y = bool(to_onehot_y)
-        self.sigmoid = bool(sigmoid)
-        self.softmax = bool(softmax)
-        self.other_act = other_act
-        self.w_type = choose_option("w_type", str(w_type).lower(), W_TYPES)
-        self.reduction = choose_option("reduction", str(reduction).lower(), REDUCTIONS)
-        self.smooth_nr = non_negative_float("smooth_nr", smooth_nr)
-        self.smooth_dr = non_negative_float("smooth_dr", smooth_dr)
-        self.batch = bool(batch)
-        self.soft_label = bool(soft_label)
-        self.normalize_weights = bool(normalize_weights)
-        self.ignore_index = check_ignore_index(ignore_index)
-        self.validate_labels = bool(validate_labels)
-        weights = class_weight_tensor(class_weights)
-        check_some_class_weighted(weights, self.include_background, self.ignore_index)
-        self.register_buffer("class_weights", weights)
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Loss of ``input`` ``(B, C, *spatial)`` against ``target`` (see the class docstring)."""
-        check_shapes(input, target)
-        check_class_weight_count(self.class_weights, input.shape[1])
-        with autocast_disabled(input):
-            parsed = parse_target(target, input.shape[1], self.to_onehot_y, self.ignore_index, self.validate_labels)
-            return self.loss_from_target(input, parsed)
-
-    def loss_from_target(self, input: torch.Tensor, target: LossTarget) -> torch.Tensor:
-        """The reduced loss for an already parsed target (shared with the Dice+CE compound)."""
-        statistics = class_statistics(
-            input, target, self.sigmoid, self.softmax, self.other_act, False, self.soft_label, self.batch
+        super().__init__(
+            include_background,
+            to_onehot_y,
+            sigmoid,
+            softmax,
+            other_act,
+            reduction,
+            smooth_nr,
+            smooth_dr,
+            batch,
+            soft_label,
+            class_weights,
+            ignore_index,
+            validate_labels,
         )
-        num_channels = input.shape[1]
-        scored = scored_channels(num_channels, self.include_background, self.ignore_index, input.device)
-        alpha = self.class_weights if self.class_weights is not None else torch.ones(num_channels)
-        rows = generalized_dice_from_statistics(
+        self.w_type = choose_option("w_type", str(w_type).lower(), W_TYPES)
+        self.normalize_weights = bool(normalize_weights)
+
+    def rows_from_statistics(
+        self, statistics: ClassStatistics, class_weights: torch.Tensor, scored: torch.Tensor
+    ) -> torch.Tensor:
+        """``(R,)`` generalized Dice loss per row."""
+        return generalized_dice_from_statistics(
             statistics,
             self.w_type,
-            alpha.to(device=input.device, dtype=statistics.intersection.dtype),
+            class_weights,
             scored,
             self.normalize_weights,
             self.smooth_nr,
             self.smooth_dr,
         )
-        return reduce_rows(rows, self.reduction, input.ndim - 2)

@@ -229,3 +229,37 @@ def reduce_over_batch(statistics: ClassStatistics) -> ClassStatistics:
     processes of a distributed run belongs here, so that batch-mode losses see the global batch.
     """
     return ClassStatistics(*(field.sum(dim=0, keepdim=True) for field in statistics))
+
+
+def dice_ratio(
+    weighted_intersection: torch.Tensor,
+    weighted_total: torch.Tensor,
+    smooth_nr: float,
+    smooth_dr: float,
+) -> torch.Tensor:
+    """``(2·I + smooth_nr) / (P + T + smooth_dr)``, defined as 1 where the denominator is 0
+    (nothing to score and no smoothing): an empty row then costs nothing."""
+    numerator = 2.0 * weighted_intersection + smooth_nr
+    denominator = weighted_total + smooth_dr
+    defined = denominator != 0
+    safe = torch.where(defined, denominator, torch.ones_like(denominator))
+    return torch.where(defined, numerator / safe, torch.ones_like(numerator))
+
+
+def hard_label_statistics(
+    prediction: torch.Tensor,
+    reference: torch.Tensor,
+    num_classes: int,
+    valid: torch.Tensor | None = None,
+) -> ClassStatistics:
+    """Counts for two label maps ``(B, N)`` (int64 in ``[0, C)``): ``I`` = true positives,
+    ``P`` = TP + FP, ``T`` = TP + FN, per class, so ``2TP / (2TP + FP + FN) = 2I / (P + T)``."""
+    dtype = torch.float64
+    weight = valid.to(dtype) if valid is not None else torch.ones(reference.shape, dtype=dtype, device=reference.device)
+    matches = (prediction == reference).to(dtype) * weight
+    return ClassStatistics(
+        sum_by_label(matches, reference, num_classes),
+        sum_by_label(weight, prediction, num_classes),
+        sum_by_label(weight, reference, num_classes),
+        weight.sum(dim=1, keepdim=True),
+    )

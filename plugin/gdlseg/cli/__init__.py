@@ -1,0 +1,1 @@
+"""The ``gdlseg`` console command."""
