@@ -98,16 +98,37 @@ class OverlapLoss(nn.Module):
         return parse_target(target, input.shape[1], self.to_onehot_y, self.ignore_index, self.validate_labels)
 
     def loss_from_target(self, input: torch.Tensor, target: LossTarget) -> torch.Tensor:
-        """The reduced loss for a parsed target (the Dice+CE compound shares the parse)."""
-        statistics = class_statistics(
-            input, target, self.sigmoid, self.softmax, self.other_act, self.squared_pred, self.soft_label, self.batch
-        )
-        num_channels = input.shape[1]
-        scored = scored_channels(num_channels, self.include_background, self.ignore_index, input.device)
-        alpha = self.class_weights if self.class_weights is not None else torch.ones(num_channels)
-        alpha = alpha.to(device=input.device, dtype=statistics.intersection.dtype)
-        rows = self.rows_from_statistics(statistics, alpha, scored)
+        """The reduced loss for a parsed target."""
+        rows = self.rows(self.statistics(input, target), input.shape[1])
         return reduce_rows(rows, self.reduction, input.ndim - 2)
+
+    def statistics(self, input: torch.Tensor, target: LossTarget, with_cross_entropy: bool = False) -> ClassStatistics:
+        """Per-class statistics of ``input``; ``with_cross_entropy`` adds the cross-entropy sum
+        weighted by the class weights (see :func:`gdlseg.losses.inputs.class_statistics`)."""
+        return class_statistics(
+            input,
+            target,
+            self.sigmoid,
+            self.softmax,
+            self.other_act,
+            self.squared_pred,
+            self.soft_label,
+            self.batch,
+            with_cross_entropy,
+            self.class_weights if with_cross_entropy else None,
+        )
+
+    def user_class_weights(self, num_channels: int, like: torch.Tensor) -> torch.Tensor:
+        """``(C,)`` class weights α (ones when none were given) on ``like``'s device and dtype."""
+        if self.class_weights is None:
+            return torch.ones(num_channels, dtype=like.dtype, device=like.device)
+        return self.class_weights.to(device=like.device, dtype=like.dtype)
+
+    def rows(self, statistics: ClassStatistics, num_channels: int) -> torch.Tensor:
+        """``(R,)`` loss per row from statistics over ``num_channels`` channels."""
+        like = statistics.intersection
+        scored = scored_channels(num_channels, self.include_background, self.ignore_index, like.device)
+        return self.rows_from_statistics(statistics, self.user_class_weights(num_channels, like), scored)
 
     def rows_from_statistics(
         self, statistics: ClassStatistics, class_weights: torch.Tensor, scored: torch.Tensor

@@ -9,17 +9,19 @@ from torch import nn
 
 from gdlseg.losses._options import autocast_disabled, non_negative_float
 from gdlseg.losses.base import reduce_rows
-from gdlseg.losses.cross_entropy import weighted_cross_entropy_rows
+from gdlseg.losses.cross_entropy import cross_entropy_from_statistics
 from gdlseg.losses.generalized_dice import ClassWeightedGeneralizedDiceLoss
 
 
 class GeneralizedDiceCELoss(nn.Module):
     """``λ_gdl · GDL + λ_ce · CE`` with the same class weights and ``ignore_index`` in both terms.
 
-    The GDL term is :class:`ClassWeightedGeneralizedDiceLoss`; the CE term is
-    :func:`gdlseg.losses.cross_entropy.weighted_cross_entropy_rows` on the raw logits (softmax
-    cross-entropy, or per-channel binary cross-entropy with ``sigmoid``). The CE always covers every
-    channel, background included, as in MONAI's ``DiceCELoss``. The target is parsed once.
+    The GDL term is :class:`ClassWeightedGeneralizedDiceLoss`; the CE term is the weighted mean
+    cross-entropy of :mod:`gdlseg.losses.cross_entropy` on the raw logits (softmax cross-entropy, or
+    per-channel binary cross-entropy with ``sigmoid``), per row like the GDL. The CE always covers
+    every channel, background included, as in MONAI's ``DiceCELoss``. Both terms come from one pass
+    over the logits: for softmax on a label map, the fused statistics function computes the CE sum
+    too, keeping the memory of forward + backward at about one logits-sized buffer.
 
     Args:
         lambda_gdl: weight of the GDL term, >= 0.
@@ -81,11 +83,12 @@ class GeneralizedDiceCELoss(nn.Module):
         """Compound loss of logits ``(B, C, *spatial)`` against a label map or a dense target."""
         gdl = self.generalized_dice
         gdl.check_inputs(input, target)
+        num_channels = input.shape[1]
         with autocast_disabled(input):
             parsed = gdl.parse(input, target)
-            total = self.lambda_gdl * gdl.loss_from_target(input, parsed) if self.lambda_gdl else 0.0
+            statistics = gdl.statistics(input, parsed, with_cross_entropy=bool(self.lambda_ce))
+            rows = self.lambda_gdl * gdl.rows(statistics, num_channels) if self.lambda_gdl else 0.0
             if self.lambda_ce:
-                flat = input.reshape(input.shape[0], input.shape[1], -1)
-                rows = weighted_cross_entropy_rows(flat, parsed, gdl.class_weights, gdl.sigmoid, gdl.batch)
-                total = total + self.lambda_ce * reduce_rows(rows, gdl.reduction, input.ndim - 2)
-            return total
+                alpha = gdl.user_class_weights(num_channels, statistics.intersection)
+                rows = rows + self.lambda_ce * cross_entropy_from_statistics(statistics, alpha, gdl.sigmoid)
+            return reduce_rows(rows, gdl.reduction, input.ndim - 2)

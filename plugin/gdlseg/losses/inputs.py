@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import torch
 
+from gdlseg.losses.cross_entropy import cross_entropy_sum
 from gdlseg.losses.statistics import (
     ClassStatistics,
     compute_dtype,
@@ -63,16 +64,25 @@ def check_shapes(input: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
-def _check_label_values(labels: torch.Tensor, valid: torch.Tensor | None, num_classes: int, ignore_index) -> None:
-    checked = labels if valid is None else labels[valid]
-    bad = (checked < 0) | (checked >= num_classes) | (checked != torch.round(checked))
-    if bool(bad.any()):
-        value = checked[bad][0].item()
-        ignore = "" if ignore_index is None else f" or ignore_index={ignore_index}"
-        raise ValueError(
-            f"target label map holds the value {value:g}, but labels must be integers in [0, {num_classes}) "
-            f"for an input with {num_classes} channels{ignore}."
-        )
+def _check_label_values(
+    values: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor | None, num_classes: int, ignore_index
+) -> None:
+    """``values``: the label map as given; ``labels``: its int64 cast, 0 at ignored voxels.
+    One fused check (a single host sync); the slow search for the culprit runs only on failure."""
+    low, high = torch.aminmax(labels)
+    truncated = labels != values  # non-integer values (and ignored voxels, masked out next)
+    if valid is not None:
+        truncated &= valid
+    if not bool((low < 0) | (high >= num_classes) | truncated.any()):
+        return
+    checked = values if valid is None else values[valid]
+    wrong = (checked < 0) | (checked >= num_classes) | (checked != torch.round(checked))
+    value = checked[wrong][0].item()
+    ignore = "" if ignore_index is None else f" or ignore_index={ignore_index}"
+    raise ValueError(
+        f"target label map holds the value {value:g}, but labels must be integers in [0, {num_classes}) "
+        f"for an input with {num_classes} channels{ignore}."
+    )
 
 
 def parse_target(
@@ -107,9 +117,9 @@ def parse_target(
             )
         values = target.detach().reshape(batch, -1)
         valid = None if ignore_index is None else values != ignore_index
-        if validate_labels:
-            _check_label_values(values, valid, num_channels, ignore_index)
         labels = values.long() if valid is None else torch.where(valid, values, 0).long()
+        if validate_labels:
+            _check_label_values(values, labels, valid, num_channels, ignore_index)
         return LossTarget(labels, None, valid)
     if target.shape[1] != num_channels:
         raise ValueError(
@@ -148,18 +158,24 @@ def class_statistics(
     squared_pred: bool = False,
     soft_label: bool = False,
     batch: bool = False,
+    with_cross_entropy: bool = False,
+    cross_entropy_weights: torch.Tensor | None = None,
 ) -> ClassStatistics:
     """Per-class statistics of an activated input against a parsed target.
 
     Softmax on a label map takes the fused, memory-lean path; everything else runs through
     ordinary autograd on the activated input. ``batch`` sums the statistics over the batch.
+    ``with_cross_entropy`` adds the cross-entropy sum of the raw ``input`` (softmax, or binary with
+    ``sigmoid``) weighted by ``cross_entropy_weights`` ``(C,)`` (None: all ones).
     """
     if softmax and input.shape[1] == 1:
         warnings.warn("single channel prediction, `softmax=True` ignored.", stacklevel=3)
     flat = plain_tensor(input).reshape(input.shape[0], input.shape[1], -1)
     fused = softmax and not sigmoid and other_act is None and target.labels is not None
     if fused:
-        statistics = softmax_label_map_statistics(flat, target.labels, target.valid, squared_pred)
+        statistics = softmax_label_map_statistics(
+            flat, target.labels, target.valid, squared_pred, with_cross_entropy, cross_entropy_weights
+        )
     else:
         probabilities = activate(flat, sigmoid, softmax, other_act)
         if target.labels is not None:
@@ -169,6 +185,12 @@ def class_statistics(
         else:
             dense = target.dense.to(probabilities.dtype)
             statistics = dense_target_statistics(probabilities, dense, target.valid, squared_pred, soft_label)
+        if with_cross_entropy:
+            dtype = probabilities.dtype
+            weights = torch.ones(flat.shape[1], dtype=dtype, device=flat.device)
+            if cross_entropy_weights is not None:
+                weights = cross_entropy_weights.to(device=flat.device, dtype=dtype)
+            statistics = statistics._replace(cross_entropy=cross_entropy_sum(flat.to(dtype), target, weights, sigmoid))
     return reduce_over_batch(statistics) if batch else statistics
 
 

@@ -21,20 +21,21 @@ from typing import NamedTuple
 
 import torch
 
-# Spatial chunk (in elements of a (B, C, chunk) slab) for the in-place backward of the fused path.
-_BACKWARD_CHUNK_ELEMENTS = 1 << 21
 
 
 class ClassStatistics(NamedTuple):
     """Per-class sums, each of shape ``(R, C)``: R = batch size, or 1 once reduced over the batch.
 
-    ``voxels`` has shape ``(R, 1)`` and counts the valid (not ignored) voxels of each row.
+    ``voxels`` ``(R, 1)`` counts the valid (not ignored) voxels of each row. ``cross_entropy``
+    ``(R,)``, when requested, is ``Σ_v ω_v · CE_v``: the class-weighted cross-entropy summed over
+    the valid voxels (see :mod:`gdlseg.losses.cross_entropy`).
     """
 
     intersection: torch.Tensor
     prediction: torch.Tensor
     target: torch.Tensor
     voxels: torch.Tensor
+    cross_entropy: torch.Tensor | None = None
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -42,22 +43,28 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def sum_by_label(values: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Sum ``values`` per (row, label): ``out[b, c] = Σ_v values[b, v] · [labels[b, v] == c]``.
-
-    Args:
-        values: ``(B, N)`` floating tensor; differentiable.
-        labels: ``(B, N)`` int64 class indices in ``[0, num_classes)``.
-        num_classes: C.
-
-    Returns:
-        ``(B, C)`` tensor of ``values``' dtype. No one-hot tensor is built.
-    """
+def flat_label_index(labels: torch.Tensor, valid: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """``(B·N,)`` int64 index ``b·C + label`` of every voxel; ignored voxels point at the extra
+    slot ``B·C``, which :func:`sum_by_label` and :func:`count_by_label` drop."""
     batch = labels.shape[0]
     offsets = torch.arange(batch, device=labels.device).unsqueeze(1) * num_classes
-    flat_index = (labels + offsets).reshape(-1)
-    sums = torch.zeros(batch * num_classes, dtype=values.dtype, device=values.device)
-    return sums.index_add(0, flat_index, values.reshape(-1)).view(batch, num_classes)
+    index = labels + offsets
+    if valid is not None:
+        index = torch.where(valid, index, batch * num_classes)
+    return index.reshape(-1)
+
+
+def sum_by_label(values: torch.Tensor, flat_index: torch.Tensor, batch: int, num_classes: int) -> torch.Tensor:
+    """``out[b, c] = Σ_v values[b, v] · [label_bv = c]`` over valid voxels, differentiable in
+    ``values`` ``(B, N)``; no one-hot tensor is built. Returns ``(B, C)`` of ``values``' dtype."""
+    sums = torch.zeros(batch * num_classes + 1, dtype=values.dtype, device=values.device)
+    return sums.index_add(0, flat_index, values.reshape(-1))[:-1].view(batch, num_classes)
+
+
+def count_by_label(flat_index: torch.Tensor, batch: int, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """Number of valid voxels of each label per row, ``(B, C)`` in ``dtype``."""
+    counts = torch.bincount(flat_index, minlength=batch * num_classes + 1)
+    return counts[:-1].view(batch, num_classes).to(dtype)
 
 
 def _voxel_counts(valid: torch.Tensor | None, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
@@ -65,11 +72,6 @@ def _voxel_counts(valid: torch.Tensor | None, shape: torch.Size, like: torch.Ten
     if valid is None:
         return torch.full((batch, 1), float(voxels), dtype=like.dtype, device=like.device)
     return valid.sum(dim=1, keepdim=True).to(like.dtype)
-
-
-def _target_counts(labels: torch.Tensor, valid: torch.Tensor | None, num_classes: int, dtype: torch.dtype):
-    ones = valid.to(dtype) if valid is not None else torch.ones(labels.shape, dtype=dtype, device=labels.device)
-    return sum_by_label(ones, labels, num_classes)
 
 
 def label_map_statistics(
@@ -89,17 +91,16 @@ def label_map_statistics(
         soft_label: the L1 forms of :func:`dense_target_statistics`; they differ from the plain ones
             only for probabilities outside [0, 1] (an activation such as tanh).
     """
-    num_classes = probabilities.shape[1]
+    batch, num_classes, _ = probabilities.shape
     if valid is not None:
         probabilities = probabilities * valid.unsqueeze(1)
+    flat_index = flat_label_index(labels, valid, num_classes)
     true_class_prob = probabilities.gather(1, labels.unsqueeze(1)).squeeze(1)
     use_l1 = soft_label and not squared_pred
     if use_l1:
         # (|p| + |1| - |p - 1|) / 2 at the voxels of class c; 0 elsewhere.
         true_class_prob = (true_class_prob.abs() + 1 - (true_class_prob - 1).abs()) / 2
-        if valid is not None:
-            true_class_prob = true_class_prob * valid
-    intersection = sum_by_label(true_class_prob, labels, num_classes)
+    intersection = sum_by_label(true_class_prob, flat_index, batch, num_classes)
     if squared_pred:
         prediction = torch.einsum("bcn,bcn->bc", probabilities, probabilities)
     elif use_l1:
@@ -107,7 +108,7 @@ def label_map_statistics(
     else:
         prediction = probabilities.sum(dim=2)
     with torch.no_grad():
-        target = _target_counts(labels, valid, num_classes, probabilities.dtype)
+        target = count_by_label(flat_index, batch, num_classes, probabilities.dtype)
         voxels = _voxel_counts(valid, probabilities.shape, probabilities)
     return ClassStatistics(intersection, prediction, target, voxels)
 
@@ -148,58 +149,118 @@ def dense_target_statistics(
     return ClassStatistics(intersection, prediction, target_sum, voxels)
 
 
-class _SoftmaxLabelMapStatistics(torch.autograd.Function):
-    """Fused softmax + label-map statistics that saves only the logits and the labels.
+def _masked_softmax(
+    scores: torch.Tensor, valid: torch.Tensor | None, with_log_sum_exp: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Softmax over channels in a new buffer, zeroed at ignored voxels, and optionally
+    ``logsumexp`` ``(B, N)`` from the same pass (for an exact cross-entropy)."""
+    log_sum_exp = None
+    if with_log_sum_exp:
+        shift = scores.amax(dim=1, keepdim=True)
+        probabilities = torch.sub(scores, shift).exp_()
+        normaliser = probabilities.sum(dim=1, keepdim=True)
+        probabilities.div_(normaliser)
+        log_sum_exp = (shift + normaliser.log_()).squeeze(1)
+    else:
+        probabilities = torch.softmax(scores, dim=1)
+    if valid is not None:
+        probabilities.mul_(valid.unsqueeze(1))
+    return probabilities, log_sum_exp
 
-    Forward computes ``p = softmax(z)`` in a temporary, reduces it to ``I`` and ``P`` and frees it.
-    Backward recomputes ``p`` and turns that buffer into the gradient in place:
+
+class _SoftmaxLabelMapStatistics(torch.autograd.Function):
+    """Fused softmax + label-map statistics (and, optionally, the class-weighted cross-entropy).
+
+    Forward computes ``p = softmax(z)`` once, in the compute dtype, and reduces it to ``I`` and
+    ``P`` (and ``Σ_v α_y·(logsumexp(z_v) − z_yv)``). That one buffer and the labels are all that is
+    kept for backward, which turns the buffer into the logits' gradient in place:
 
         ∂L/∂p_c = g^P_c · (1 or 2 p_c) + g^I_c · [y = c]
-        ∂L/∂z_c = p_c · (∂L/∂p_c − Σ_k p_k ∂L/∂p_k)      (zero at ignored voxels)
+        ∂L/∂z_c = p_c · (∂L/∂p_c − Σ_k p_k ∂L/∂p_k) + g^CE · α_y · (p_c − [y = c])
 
-    so the extra memory of forward + backward is about one logits-sized buffer (the gradient itself).
+    (zero at ignored voxels), so forward + backward need about one logits-sized buffer beyond the
+    logits, and that buffer is the gradient autograd must return anyway. A second backward through
+    the same graph (``retain_graph=True``) finds the buffer consumed and recomputes the softmax
+    from the logits, which are saved anyway.
     """
 
     @staticmethod
-    def forward(ctx, logits, labels, valid, squared_pred):  # type: ignore[override]
+    def forward(ctx, logits, labels, valid, squared_pred, with_cross_entropy, ce_weights):  # type: ignore[override]
+        batch, num_classes, _ = logits.shape
         dtype = compute_dtype(logits.dtype)
-        probabilities = torch.softmax(logits.to(dtype), dim=1)
-        if valid is not None:
-            probabilities.mul_(valid.unsqueeze(1))
+        scores = logits.to(dtype)
+        probabilities, log_sum_exp = _masked_softmax(scores, valid, with_cross_entropy)
+        flat_index = flat_label_index(labels, valid, num_classes)
         true_class_prob = probabilities.gather(1, labels.unsqueeze(1)).squeeze(1)
-        intersection = sum_by_label(true_class_prob, labels, logits.shape[1])
+        intersection = sum_by_label(true_class_prob, flat_index, batch, num_classes)
         if squared_pred:
             prediction = torch.einsum("bcn,bcn->bc", probabilities, probabilities)
         else:
             prediction = probabilities.sum(dim=2)
+        target = count_by_label(flat_index, batch, num_classes, dtype)
+        cross_entropy = voxel_weight = None
+        if with_cross_entropy:
+            voxel_weight = _voxel_ce_weight(ce_weights, labels, valid, dtype)
+            per_voxel = log_sum_exp - scores.gather(1, labels.unsqueeze(1)).squeeze(1)
+            cross_entropy = (per_voxel if voxel_weight is None else per_voxel * voxel_weight).sum(dim=1)
         ctx.squared_pred = squared_pred
-        ctx.save_for_backward(logits, labels, valid)
-        return intersection, prediction
+        ctx.with_cross_entropy = with_cross_entropy
+        ctx.save_for_backward(logits, labels, valid, voxel_weight)
+        # Not a saved tensor: backward overwrites it, so autograd must not version-check it.
+        ctx.probabilities = probabilities
+        ctx.mark_non_differentiable(target)
+        return intersection, prediction, target, cross_entropy
 
     @staticmethod
-    def backward(ctx, grad_intersection, grad_prediction):  # type: ignore[override]
-        logits, labels, valid = ctx.saved_tensors
-        dtype = compute_dtype(logits.dtype)
-        gradient = torch.softmax(logits.to(dtype), dim=1)
-        if valid is not None:
-            gradient.mul_(valid.unsqueeze(1))
-        grad_intersection = torch.zeros_like(grad_intersection) if grad_intersection is None else grad_intersection
-        grad_prediction = torch.zeros_like(grad_prediction) if grad_prediction is None else grad_prediction
-        grad_intersection = grad_intersection.to(dtype)
-        grad_prediction = grad_prediction.to(dtype)
-        batch, channels, voxels = gradient.shape
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_intersection, grad_prediction, _grad_target, grad_cross_entropy):  # type: ignore[override]
+        logits, labels, valid, voxel_weight = ctx.saved_tensors
+        gradient = ctx.probabilities
+        ctx.probabilities = None
+        if gradient is None:  # a second backward (retain_graph): the first one consumed the buffer
+            gradient, _ = _masked_softmax(logits.to(compute_dtype(logits.dtype)), valid, ctx.with_cross_entropy)
+        batch, channels, _ = gradient.shape
+        dtype = gradient.dtype
+        grad_intersection = _zeros_if_none(grad_intersection, (batch, channels), gradient).to(dtype)
+        grad_prediction = _zeros_if_none(grad_prediction, (batch, channels), gradient).to(dtype)
         index = labels.unsqueeze(1)
+        # Per voxel: the true-class term p_y·g^I_y, minus the cross-entropy weight k = g^CE·ω_v.
         true_class_term = gradient.gather(1, index).squeeze(1) * grad_intersection.gather(1, labels)
-        chunk = max(1, _BACKWARD_CHUNK_ELEMENTS // max(1, batch * channels))
-        scale = grad_prediction.unsqueeze(2)
-        for start in range(0, voxels, chunk):
-            probs = gradient[:, :, start : start + chunk]
-            grad_probs = scale * probs * 2 if ctx.squared_pred else scale
-            weighted_sum = (probs * grad_probs).sum(dim=1, keepdim=True)
-            weighted_sum += true_class_term[:, start : start + chunk].unsqueeze(1)
-            probs.mul_(grad_probs - weighted_sum)
+        ce_term = None
+        if ctx.with_cross_entropy and grad_cross_entropy is not None:
+            ce_term = grad_cross_entropy.to(dtype).unsqueeze(1)
+            if voxel_weight is not None:
+                ce_term = ce_term * voxel_weight
+        # shift_v = Σ_c p_c ∂L/∂p_c − k, computed without a (B, C, N) temporary.
+        shift = true_class_term.clone()
+        for c in range(channels):
+            probs = gradient[:, c]
+            factor = probs * (2 * grad_prediction[:, c : c + 1]) if ctx.squared_pred else grad_prediction[:, c : c + 1]
+            shift.addcmul_(probs, factor)
+        if ce_term is not None:
+            shift -= ce_term
+            true_class_term = true_class_term - ce_term
+        # ∂L/∂z_c = p_c·(∂L/∂p_c|_{c≠y} − shift), one channel at a time, in place.
+        for c in range(channels):
+            probs = gradient[:, c]
+            scale = grad_prediction[:, c : c + 1]
+            probs.mul_((probs * (2 * scale) if ctx.squared_pred else scale) - shift)
         gradient.scatter_add_(1, index, true_class_term.unsqueeze(1))
-        return gradient.to(logits.dtype), None, None, None
+        return gradient.to(logits.dtype), None, None, None, None, None
+
+
+def _voxel_ce_weight(
+    ce_weights: torch.Tensor | None, labels: torch.Tensor, valid: torch.Tensor | None, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """``ω_v = α_y·[v valid]`` ``(B, N)``, or None when every voxel weighs 1."""
+    if ce_weights is None:
+        return None if valid is None else valid.to(dtype)
+    weight = ce_weights.to(dtype).unsqueeze(0).expand(labels.shape[0], -1).gather(1, labels)
+    return weight if valid is None else weight * valid
+
+
+def _zeros_if_none(gradient: torch.Tensor | None, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(shape, dtype=like.dtype, device=like.device) if gradient is None else gradient
 
 
 def softmax_label_map_statistics(
@@ -207,19 +268,22 @@ def softmax_label_map_statistics(
     labels: torch.Tensor,
     valid: torch.Tensor | None,
     squared_pred: bool = False,
+    with_cross_entropy: bool = False,
+    cross_entropy_weights: torch.Tensor | None = None,
 ) -> ClassStatistics:
-    """Like :func:`label_map_statistics` on ``softmax(logits, dim=1)``, with the memory-lean
-    fused autograd function: nothing but ``logits`` and ``labels`` is kept for backward.
+    """Like :func:`label_map_statistics` on ``softmax(logits, dim=1)``, through the memory-lean
+    fused autograd function; ``with_cross_entropy`` also returns the cross-entropy sum
+    ``Σ_v α_y · (−log softmax(z_v)_y)`` per row (α = ``cross_entropy_weights`` ``(C,)``, or ones).
 
     Args:
         logits: ``(B, C, N)`` raw network outputs of any floating dtype.
         labels, valid, squared_pred: as in :func:`label_map_statistics`.
     """
-    intersection, prediction = _SoftmaxLabelMapStatistics.apply(logits, labels, valid, squared_pred)
-    with torch.no_grad():
-        target = _target_counts(labels, valid, logits.shape[1], intersection.dtype)
-        voxels = _voxel_counts(valid, logits.shape, intersection)
-    return ClassStatistics(intersection, prediction, target, voxels)
+    intersection, prediction, target, cross_entropy = _SoftmaxLabelMapStatistics.apply(
+        logits, labels, valid, squared_pred, with_cross_entropy, cross_entropy_weights
+    )
+    voxels = _voxel_counts(valid, logits.shape, intersection)
+    return ClassStatistics(intersection, prediction, target, voxels, cross_entropy)
 
 
 def reduce_over_batch(statistics: ClassStatistics) -> ClassStatistics:
@@ -228,7 +292,7 @@ def reduce_over_batch(statistics: ClassStatistics) -> ClassStatistics:
     This is the single place where batch statistics are combined; a reduction across the
     processes of a distributed run belongs here, so that batch-mode losses see the global batch.
     """
-    return ClassStatistics(*(field.sum(dim=0, keepdim=True) for field in statistics))
+    return ClassStatistics(*(None if field is None else field.sum(dim=0, keepdim=True) for field in statistics))
 
 
 def dice_ratio(
@@ -254,12 +318,14 @@ def hard_label_statistics(
 ) -> ClassStatistics:
     """Counts for two label maps ``(B, N)`` (int64 in ``[0, C)``): ``I`` = true positives,
     ``P`` = TP + FP, ``T`` = TP + FN, per class, so ``2TP / (2TP + FP + FN) = 2I / (P + T)``."""
+    batch = reference.shape[0]
     dtype = torch.float64
-    weight = valid.to(dtype) if valid is not None else torch.ones(reference.shape, dtype=dtype, device=reference.device)
-    matches = (prediction == reference).to(dtype) * weight
+    reference_index = flat_label_index(reference, valid, num_classes)
+    prediction_index = flat_label_index(prediction, valid, num_classes)
+    agree = torch.where(prediction.reshape(-1) == reference.reshape(-1), reference_index, batch * num_classes)
     return ClassStatistics(
-        sum_by_label(matches, reference, num_classes),
-        sum_by_label(weight, prediction, num_classes),
-        sum_by_label(weight, reference, num_classes),
-        weight.sum(dim=1, keepdim=True),
+        count_by_label(agree, batch, num_classes, dtype),
+        count_by_label(prediction_index, batch, num_classes, dtype),
+        count_by_label(reference_index, batch, num_classes, dtype),
+        _voxel_counts(valid, reference.shape, torch.empty(0, dtype=dtype, device=reference.device)),
     )

@@ -1,0 +1,179 @@
+"""Benchmark the gdlseg losses against MONAI's, side by side: forward+backward time and extra peak memory.
+
+Every (setting, loss) pair runs in a fresh Python process so peak memory is not polluted by the
+previous run. Extra peak memory = peak during one forward+backward minus the peak before it (the
+logits and labels already allocated); it includes the logits' gradient, which every loss must
+produce. Time = median of ``--repeats`` forward+backward passes after one warm-up.
+
+    python scripts/bench_loss.py                 # CPU, all settings, table + results/bench_loss.json
+    python scripts/bench_loss.py --device cuda   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SETTINGS = ["B2-C4-96", "B1-C14-96", "B1-C105-96"]  # batch, classes, edge of the cubic patch
+LOSSES = {
+    "gdlseg GDL": ("gdlseg.losses", "ClassWeightedGeneralizedDiceLoss"),
+    "MONAI GeneralizedDiceLoss": ("monai.losses", "GeneralizedDiceLoss"),
+    "gdlseg Dice": ("gdlseg.losses", "ClassWeightedDiceLoss"),
+    "MONAI DiceLoss": ("monai.losses", "DiceLoss"),
+    "gdlseg GDL+CE": ("gdlseg.losses", "GeneralizedDiceCELoss"),
+    "MONAI DiceCELoss": ("monai.losses", "DiceCELoss"),
+}
+
+
+def parse_setting(setting: str) -> tuple[int, int, int]:
+    """``"B2-C4-96"`` → ``(2, 4, 96)``."""
+    try:
+        batch, channels, size = setting.split("-")
+        return int(batch.removeprefix("B")), int(channels.removeprefix("C")), int(size)
+    except ValueError as error:
+        raise SystemExit(f"bad setting {setting!r}: expected B<batch>-C<classes>-<size>, e.g. B2-C4-96") from error
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} missing from /proc/self/status")
+
+
+def _start_peak(device: str) -> int:
+    """Reset the peak-memory counter and return the current usage (the baseline)."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    # Linux: writing 5 to clear_refs resets the resident-set high-water mark (VmHWM) to VmRSS.
+    # (getrusage's ru_maxrss cannot be used: it survives exec and so carries the parent's peak.)
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    return _status_bytes("VmRSS")
+
+
+def _peak(device: str) -> int:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated()
+    return _status_bytes("VmHWM")
+
+
+def run_worker(setting: str, loss_name: str, device: str, repeats: int) -> dict:
+    """Measure one loss on one setting in this process."""
+    import importlib
+
+    import torch
+
+    batch, channels, size = parse_setting(setting)
+    module, class_name = LOSSES[loss_name]
+    loss = getattr(importlib.import_module(module), class_name)(softmax=True, to_onehot_y=True)
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(batch, channels, size, size, size, generator=generator).to(device).requires_grad_()
+    labels = torch.randint(0, channels, (batch, 1, size, size, size), generator=generator).float().to(device)
+
+    def step() -> None:
+        logits.grad = None
+        loss(logits, labels).backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    # Lazy one-off initialisation (autograd engine, thread pools) must not count as the loss's memory.
+    tiny = torch.randn(1, channels, 8, 8, 8, device=device, requires_grad=True)
+    loss(tiny, torch.randint(0, channels, (1, 1, 8, 8, 8), device=device).float()).backward()
+    before = _start_peak(device)
+    step()
+    extra = _peak(device) - before
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    logits_bytes = logits.numel() * logits.element_size()
+    return {
+        "setting": setting,
+        "loss": loss_name,
+        "device": device,
+        "seconds_median": statistics.median(times),
+        "seconds_all": times,
+        "extra_peak_bytes": extra,
+        "logits_bytes": logits_bytes,
+        "extra_peak_over_logits": extra / logits_bytes,
+    }
+
+
+def machine_description() -> dict:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def markdown_table(results: list[dict]) -> str:
+    lines = [
+        "| setting (B-C-size³) | loss | fwd+bwd s (median) | extra peak MB | extra peak / logits |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in results:
+        lines.append(
+            f"| {row['setting']} | {row['loss']} | {row['seconds_median']:.3f} | "
+            f"{row['extra_peak_bytes'] / 2**20:.0f} | {row['extra_peak_over_logits']:.2f}× |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--settings", nargs="+", default=SETTINGS, help="B<batch>-C<classes>-<size>")
+    parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES))
+    parser.add_argument("--output", type=Path, default=Path("results/bench_loss.json"))
+    parser.add_argument("--worker", nargs=2, metavar=("SETTING", "LOSS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run_worker(*args.worker, args.device, args.repeats)))
+        return 0
+    results = []
+    for setting in args.settings:
+        for loss_name in args.losses:
+            command = [sys.executable, __file__, "--worker", setting, loss_name, "--device", args.device]
+            command += ["--repeats", str(args.repeats)]
+            completed = subprocess.run(command, capture_output=True, text=True, check=True)
+            results.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+            print(f"{setting:>11}  {loss_name:<26} {results[-1]['seconds_median']:.3f} s", file=sys.stderr)
+    table = markdown_table(results)
+    print(table)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    report = {"machine": machine_description(), "command": " ".join(sys.argv), "results": results, "table": table}
+    args.output.write_text(json.dumps(report, indent=2))
+    print(f"\nsaved {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
