@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install lint test demo bench clean
 
 install: $(STAMP)
 
@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check plugin tests scripts
+	$(VENV)/bin/ruff format --check plugin tests scripts
+
+test: install lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from gdlseg.evaluation import dice_per_class
 
 

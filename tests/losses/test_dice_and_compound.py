@@ -3,9 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss, DiceLoss
-
 from gdlseg.losses import ClassWeightedDiceLoss, ClassWeightedGeneralizedDiceLoss, GeneralizedDiceCELoss
+from monai.losses import DiceCELoss, DiceLoss
 
 IGNORE = 255
 

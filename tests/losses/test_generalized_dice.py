@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from gdlseg.losses import ClassWeightedGeneralizedDiceLoss
 from monai.data import MetaTensor
 from monai.losses import GeneralizedDiceLoss
-
-from gdlseg.losses import ClassWeightedGeneralizedDiceLoss
 
 torch.manual_seed(0)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -201,7 +200,7 @@ def test_out_of_range_label_names_the_value_and_the_class_count():
     with pytest.raises(ValueError, match="value -1"):
         softmax_gdl()(torch.randn(1, 3, 4, 4, 4), labels)
     labels[0, 0, 0, 0, 0] = 1.5
-    with pytest.raises(ValueError, match="value 1.5"):
+    with pytest.raises(ValueError, match=r"value 1\.5"):
         softmax_gdl()(torch.randn(1, 3, 4, 4, 4), labels)
 
 
@@ -339,7 +338,9 @@ def _extra_peak_over_logits(loss_name: str) -> float:
     return result["extra_peak_over_logits"]
 
 
-@pytest.mark.parametrize("ours, monai", [("gdlseg GDL", "MONAI GeneralizedDiceLoss"), ("gdlseg GDL+CE", "MONAI DiceCELoss")])
+@pytest.mark.parametrize(
+    "ours, monai", [("gdlseg GDL", "MONAI GeneralizedDiceLoss"), ("gdlseg GDL+CE", "MONAI DiceCELoss")]
+)
 def test_softmax_label_map_path_needs_about_one_logits_buffer(ours, monai):
     """The logits' gradient itself is one logits-sized buffer: nothing else of that size is kept.
     (Resident-set peaks carry allocator noise of a few MB: the lower of two fresh runs counts.)"""

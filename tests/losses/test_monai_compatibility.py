@@ -6,9 +6,8 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from monai.losses import GeneralizedDiceLoss
-
 from gdlseg.losses import ClassWeightedGeneralizedDiceLoss
+from monai.losses import GeneralizedDiceLoss
 
 
 def random_case(seed: int):

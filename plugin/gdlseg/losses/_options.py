@@ -56,9 +56,7 @@ def class_weight_tensor(class_weights: Sequence[float] | torch.Tensor | None) ->
         )
     for index, weight in enumerate(weights.tolist()):
         if not math.isfinite(weight) or weight < 0:
-            raise ValueError(
-                f"class_weights[{index}] = {weight!r}: every class weight must be a finite number >= 0."
-            )
+            raise ValueError(f"class_weights[{index}] = {weight!r}: every class weight must be a finite number >= 0.")
     return weights.to(torch.float32)
 
 

@@ -16,9 +16,7 @@ def complement_statistics(statistics: ClassStatistics) -> ClassStatistics:
     """Statistics of the complements ``1 − p`` against ``1 − t`` over the valid voxels:
     ``Ī = N − P − T + I``, ``P̄ = N − P``, ``T̄ = N − T`` (exact for ``P = Σp`` and ``T = Σt``)."""
     intersection, prediction, target, voxels = statistics[:4]
-    return ClassStatistics(
-        voxels - prediction - target + intersection, voxels - prediction, voxels - target, voxels
-    )
+    return ClassStatistics(voxels - prediction - target + intersection, voxels - prediction, voxels - target, voxels)
 
 
 def generalized_dice_from_statistics(

@@ -60,7 +60,8 @@ def check_shapes(input: torch.Tensor, target: torch.Tensor) -> None:
     if target.ndim != input.ndim or target.shape[0] != input.shape[0] or target.shape[2:] != input.shape[2:]:
         raise ValueError(
             f"target shape {tuple(target.shape)} does not match input shape {tuple(input.shape)}: expected "
-            f"(B, 1, *spatial) for a label map or (B, C, *spatial) for a one-hot target with the same B and spatial size."
+            f"(B, 1, *spatial) for a label map or (B, C, *spatial) for a one-hot target, "
+            f"with the same B and spatial size."
         )
 
 
@@ -179,9 +180,7 @@ def class_statistics(
     else:
         probabilities = activate(flat, sigmoid, softmax, other_act)
         if target.labels is not None:
-            statistics = label_map_statistics(
-                probabilities, target.labels, target.valid, squared_pred, soft_label
-            )
+            statistics = label_map_statistics(probabilities, target.labels, target.valid, squared_pred, soft_label)
         else:
             dense = target.dense.to(probabilities.dtype)
             statistics = dense_target_statistics(probabilities, dense, target.valid, squared_pred, soft_label)

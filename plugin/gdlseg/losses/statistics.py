@@ -22,7 +22,6 @@ from typing import NamedTuple
 import torch
 
 
-
 class ClassStatistics(NamedTuple):
     """Per-class sums, each of shape ``(R, C)``: R = batch size, or 1 once reduced over the batch.
 
@@ -91,9 +90,20 @@ def label_map_statistics(
         soft_label: the L1 forms of :func:`dense_target_statistics`; they differ from the plain ones
             only for probabilities outside [0, 1] (an activation such as tanh).
     """
-    batch, num_classes, _ = probabilities.shape
     if valid is not None:
         probabilities = probabilities * valid.unsqueeze(1)
+    return _masked_label_map_statistics(probabilities, labels, valid, squared_pred, soft_label)
+
+
+def _masked_label_map_statistics(
+    probabilities: torch.Tensor,
+    labels: torch.Tensor,
+    valid: torch.Tensor | None,
+    squared_pred: bool,
+    soft_label: bool,
+) -> ClassStatistics:
+    """:func:`label_map_statistics` for probabilities already zeroed at ignored voxels."""
+    batch, num_classes, _ = probabilities.shape
     flat_index = flat_label_index(labels, valid, num_classes)
     true_class_prob = probabilities.gather(1, labels.unsqueeze(1)).squeeze(1)
     use_l1 = soft_label and not squared_pred
@@ -186,18 +196,10 @@ class _SoftmaxLabelMapStatistics(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, labels, valid, squared_pred, with_cross_entropy, ce_weights):  # type: ignore[override]
-        batch, num_classes, _ = logits.shape
         dtype = compute_dtype(logits.dtype)
         scores = logits.to(dtype)
         probabilities, log_sum_exp = _masked_softmax(scores, valid, with_cross_entropy)
-        flat_index = flat_label_index(labels, valid, num_classes)
-        true_class_prob = probabilities.gather(1, labels.unsqueeze(1)).squeeze(1)
-        intersection = sum_by_label(true_class_prob, flat_index, batch, num_classes)
-        if squared_pred:
-            prediction = torch.einsum("bcn,bcn->bc", probabilities, probabilities)
-        else:
-            prediction = probabilities.sum(dim=2)
-        target = count_by_label(flat_index, batch, num_classes, dtype)
+        statistics = _masked_label_map_statistics(probabilities, labels, valid, squared_pred, soft_label=False)
         cross_entropy = voxel_weight = None
         if with_cross_entropy:
             voxel_weight = _voxel_ce_weight(ce_weights, labels, valid, dtype)
@@ -208,12 +210,12 @@ class _SoftmaxLabelMapStatistics(torch.autograd.Function):
         ctx.save_for_backward(logits, labels, valid, voxel_weight)
         # Not a saved tensor: backward overwrites it, so autograd must not version-check it.
         ctx.probabilities = probabilities
-        ctx.mark_non_differentiable(target)
-        return intersection, prediction, target, cross_entropy
+        ctx.mark_non_differentiable(statistics.target, statistics.voxels)
+        return (*statistics[:4], cross_entropy)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_intersection, grad_prediction, _grad_target, grad_cross_entropy):  # type: ignore[override]
+    def backward(ctx, grad_intersection, grad_prediction, _grad_target, _grad_voxels, grad_cross_entropy):  # type: ignore[override]
         logits, labels, valid, voxel_weight = ctx.saved_tensors
         gradient = ctx.probabilities
         ctx.probabilities = None
@@ -279,11 +281,11 @@ def softmax_label_map_statistics(
         logits: ``(B, C, N)`` raw network outputs of any floating dtype.
         labels, valid, squared_pred: as in :func:`label_map_statistics`.
     """
-    intersection, prediction, target, cross_entropy = _SoftmaxLabelMapStatistics.apply(
-        logits, labels, valid, squared_pred, with_cross_entropy, cross_entropy_weights
+    return ClassStatistics(
+        *_SoftmaxLabelMapStatistics.apply(
+            logits, labels, valid, squared_pred, with_cross_entropy, cross_entropy_weights
+        )
     )
-    voxels = _voxel_counts(valid, logits.shape, intersection)
-    return ClassStatistics(intersection, prediction, target, voxels, cross_entropy)
 
 
 def reduce_over_batch(statistics: ClassStatistics) -> ClassStatistics:
