@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from gdlseg.losses import ClassWeightedGeneralizedDiceLoss
 from monai.losses import GeneralizedDiceLoss
+
+from gdlseg.losses import ClassWeightedGeneralizedDiceLoss
 
 
 def quadrant_patch(size: int = 96, channels: int = 4) -> tuple[torch.Tensor, torch.Tensor]:

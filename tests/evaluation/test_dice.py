@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from gdlseg.evaluation import dice_per_class
 
 

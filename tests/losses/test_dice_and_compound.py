@@ -3,8 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from gdlseg.losses import ClassWeightedDiceLoss, ClassWeightedGeneralizedDiceLoss, GeneralizedDiceCELoss
 from monai.losses import DiceCELoss, DiceLoss
+
+from gdlseg.losses import ClassWeightedDiceLoss, ClassWeightedGeneralizedDiceLoss, GeneralizedDiceCELoss
 
 IGNORE = 255
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from gdlseg.losses import ClassWeightedGeneralizedDiceLoss
 from monai.data import MetaTensor
 from monai.losses import GeneralizedDiceLoss
+
+from gdlseg.losses import ClassWeightedGeneralizedDiceLoss
 
 torch.manual_seed(0)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -6,8 +6,9 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from gdlseg.losses import ClassWeightedGeneralizedDiceLoss
 from monai.losses import GeneralizedDiceLoss
+
+from gdlseg.losses import ClassWeightedGeneralizedDiceLoss
 
 
 def random_case(seed: int):
