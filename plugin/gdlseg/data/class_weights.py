@@ -1,0 +1,73 @@
+"""``class_weights: auto``: class weights from the training labels' class volumes.
+
+For class volumes ``V_c`` summed over the training labels (background included) and frequencies
+``f_c = V_c / Σ_k V_k``:
+
+    w_c = clip( sqrt( f_max / f_c ), 1, max_ratio )        w_c = max_ratio for a class never seen
+
+so the most frequent class (usually background) weighs 1, rarer ones up to ``max_ratio``. The
+square root softens the ratio because the generalized Dice loss already weights each class by
+``1/V²`` within a patch; these weights add the dataset-level prior on top.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from gdlseg.data.readers import read_image
+
+
+def class_volumes(label_files: Sequence[os.PathLike | str], num_classes: int) -> np.ndarray:
+    """Voxel count of every class over the label files.
+
+    Raises:
+        ValueError: a label value outside ``[0, num_classes)``, naming the file.
+    """
+    import SimpleITK as sitk
+
+    totals = np.zeros(num_classes, dtype=np.int64)
+    for path in label_files:
+        labels = sitk.GetArrayFromImage(read_image(path))
+        counts = np.bincount(labels.astype(np.int64, copy=False).ravel(), minlength=num_classes)
+        if counts.size > num_classes or labels.min() < 0:
+            raise ValueError(f"{path}: label values outside [0, {num_classes}) (num_classes={num_classes}).")
+        totals += counts
+    return totals
+
+
+def volume_class_weights(volumes: Sequence[int], max_ratio: float = 10.0) -> list[float]:
+    """The ``auto`` formula of this module applied to class volumes."""
+    volumes = np.asarray(volumes, dtype=np.float64)
+    if volumes.sum() <= 0:
+        raise ValueError("class volumes are all zero: no labelled voxel to derive weights from.")
+    most = volumes.max()
+    return [max_ratio if v == 0 else float(min(max_ratio, max(1.0, math.sqrt(most / v)))) for v in volumes]
+
+
+def resolve_class_weights(
+    class_weights: str | Sequence[float],
+    volumes: Sequence[int],
+    num_classes: int,
+    max_ratio: float = 10.0,
+) -> list[float]:
+    """``"auto"`` → :func:`volume_class_weights` of the training labels' class ``volumes``; a list is
+    checked and returned as floats.
+
+    Raises:
+        ValueError: a list of the wrong length, or with a negative, NaN or infinite entry.
+    """
+    if isinstance(class_weights, str):
+        if class_weights != "auto":
+            raise ValueError(f"class_weights must be 'auto' or a list of numbers, got {class_weights!r}.")
+        return volume_class_weights(volumes, max_ratio)
+    weights = [float(w) for w in class_weights]
+    if len(weights) != num_classes:
+        raise ValueError(f"class_weights has {len(weights)} entries but num_classes is {num_classes}.")
+    for index, weight in enumerate(weights):
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"class_weights[{index}] = {weight}: every class weight must be a finite number >= 0.")
+    return weights

@@ -1,0 +1,1 @@
+"""Engines: Ignite/MONAI handlers for tracking, metrics, checkpoints and reports."""

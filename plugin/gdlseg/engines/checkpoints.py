@@ -1,0 +1,67 @@
+"""Where checkpoints are, and the training record written next to them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+_EPOCH = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
+
+
+def latest_checkpoint(models_dir: os.PathLike | str) -> str | None:
+    """The full checkpoint to resume from: ``checkpoint_final.pt``, else the highest
+    ``checkpoint_epoch=N.pt``; None when there is none."""
+    folder = Path(models_dir)
+    if not folder.is_dir():
+        return None
+    final = folder / "checkpoint_final.pt"
+    periodic = sorted((int(match.group(1)), path) for path in folder.iterdir() if (match := _EPOCH.search(path.name)))
+    candidates = [path for _, path in periodic] + ([final] if final.is_file() else [])
+    if not candidates:
+        return None
+    return str(max(candidates, key=lambda path: (_epoch_of(path), path.name == "checkpoint_final.pt")))
+
+
+def _epoch_of(path: Path) -> int:
+    match = _EPOCH.search(path.name)
+    if match:
+        return int(match.group(1))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return int(state.get("trainer", {}).get("epoch", 0))
+
+
+def resume_checkpoint(resume: bool, ckpt_path: str | None, models_dir: os.PathLike | str) -> str | None:
+    """The checkpoint a training resumes from: ``ckpt_path`` if given, else the latest in ``models_dir``.
+
+    Raises:
+        ValueError: ``resume`` is set but there is nothing to resume from.
+    """
+    if not resume:
+        return None
+    path = ckpt_path or latest_checkpoint(models_dir)
+    if not path or not Path(path).is_file():
+        raise ValueError(f"resume=True but no checkpoint found (ckpt_path={ckpt_path!r}, models dir {models_dir}).")
+    return str(path)
+
+
+def write_training_record(
+    path: os.PathLike | str, class_names: Sequence[str], class_weights: Sequence[float], **settings
+) -> str:
+    """Write ``training.json`` beside the checkpoints (atomically): what inference needs to use the
+    model without the training config (class names and count, preprocessing settings)."""
+    record = {"class_names": list(class_names), "num_classes": len(class_names), "class_weights": list(class_weights)}
+    record.update(
+        {key: (list(value) if isinstance(value, (tuple, list)) else value) for key, value in settings.items()}
+    )
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    temporary.write_text(json.dumps(record, indent=2))
+    os.replace(temporary, target)
+    return str(target)

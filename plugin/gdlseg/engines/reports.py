@@ -1,0 +1,206 @@
+"""Files a run leaves for people: metrics CSV, training curves, class distribution, overlays."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from ignite.engine import Engine, Events
+
+from gdlseg.engines.outputs import iteration_loss
+from gdlseg.engines.run_config import executed_config
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_class_distribution(volumes: Sequence[int], class_names: Sequence[str], path: os.PathLike | str) -> str:
+    """Bar chart (log scale) of the training labels' class volumes."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.bar(list(class_names), np.maximum(np.asarray(volumes, dtype=float), 1))
+    axis.set_yscale("log")
+    axis.set_ylabel("voxels in training labels")
+    axis.set_title("Class volumes")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return str(path)
+
+
+def save_overlay(image: np.ndarray, reference: np.ndarray, prediction: np.ndarray, path: os.PathLike | str) -> str:
+    """Image slice with the reference and predicted label contours side by side (middle of the
+    slice holding the most foreground)."""
+    plt = _pyplot()
+    axial = int(np.argmax((reference > 0).sum(axis=(0, 1)))) if reference.any() else image.shape[2] // 2
+    figure, axes = plt.subplots(1, 2, figsize=(8, 4))
+    for axis, labels, title in ((axes[0], reference, "reference"), (axes[1], prediction, "prediction")):
+        axis.imshow(image[:, :, axial].T, cmap="gray", origin="lower")
+        masked = np.ma.masked_where(labels[:, :, axial] == 0, labels[:, :, axial])
+        axis.imshow(masked.T, cmap="tab10", alpha=0.5, origin="lower", vmin=0, vmax=9, interpolation="nearest")
+        axis.set_title(f"{title}, slice {axial}")
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return str(path)
+
+
+class TrainingReport:
+    """Write ``<output_dir>/reports``: ``metrics.csv`` (per epoch), ``training_curves.png``,
+    ``class_distribution.png``, ``overlay_epoch<N>.png`` for the first validation case, and
+    ``executed_config.yaml`` when run by ``python -m monai.bundle run``.
+
+    Args:
+        output_dir: the run's output folder.
+        evaluator: the validation engine (its metrics per validation).
+        class_names: names of the output channels.
+        class_volumes: training-label class volumes for the distribution chart (optional).
+        overlays: how many validation overlays to keep (the latest ones).
+    """
+
+    def __init__(
+        self,
+        output_dir: os.PathLike | str,
+        evaluator: Engine | None = None,
+        class_names: Sequence[str] = (),
+        class_volumes: Sequence[int] | None = None,
+        overlays: int = 3,
+    ) -> None:
+        self.folder = Path(output_dir) / "reports"
+        self.evaluator = evaluator
+        self.class_names = list(class_names)
+        self.class_volumes = class_volumes
+        self.overlays = overlays
+        self.rows_by_epoch: dict[int, dict] = {}
+        self._epoch_losses: list[float] = []
+        self.trainer: Engine | None = None
+
+    def attach(self, engine: Engine) -> None:
+        self.trainer = engine
+        engine.add_event_handler(Events.STARTED, self.start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.record_loss)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.end_epoch)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+        if self.evaluator is not None:
+            self.evaluator.add_event_handler(Events.ITERATION_COMPLETED(once=1), self.capture_overlay)
+            self.evaluator.add_event_handler(Events.COMPLETED, self.record_validation)
+
+    def start(self, engine: Engine) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = executed_config()
+        if config is not None:
+            (self.folder / "executed_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        if self.class_volumes is not None and self.class_names:
+            save_class_distribution(self.class_volumes, self.class_names, self.folder / "class_distribution.png")
+
+    def record_loss(self, engine: Engine) -> None:
+        self._epoch_losses.append(iteration_loss(engine.state.output))
+
+    def end_epoch(self, engine: Engine) -> None:
+        row = self.rows_by_epoch.setdefault(engine.state.epoch, {"epoch": engine.state.epoch})
+        row["train_loss"] = float(np.mean(self._epoch_losses or [float("nan")]))
+        self._epoch_losses = []
+
+    def record_validation(self, evaluator: Engine) -> None:
+        epoch = self.trainer.state.epoch if self.trainer is not None else 0
+        row = self.rows_by_epoch.setdefault(epoch, {"epoch": epoch})
+        row.update({k: float(v) for k, v in evaluator.state.metrics.items() if isinstance(v, (int, float))})
+
+    def capture_overlay(self, evaluator: Engine) -> None:
+        output = evaluator.state.output  # decollated by MONAI: a list of per-case dicts
+        first = output[0] if isinstance(output, list) else output
+        image = first["image"][0]
+        reference = first["label"][0]
+        prediction = first["pred"]
+        prediction = prediction.argmax(0) if prediction.shape[0] > 1 else prediction[0]
+        epoch = self.trainer.state.epoch if self.trainer is not None else 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_overlay(
+            _numpy(image), _numpy(reference), _numpy(prediction), self.folder / f"overlay_epoch{epoch:03d}.png"
+        )
+        old = sorted(self.folder.glob("overlay_epoch*.png"))[: -self.overlays]
+        for path in old:
+            path.unlink()
+
+    def write(self, engine: Engine) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        rows = [self.rows_by_epoch[epoch] for epoch in sorted(self.rows_by_epoch)]
+        keys = sorted({key for row in rows for key in row}, key=lambda k: (k != "epoch", k != "train_loss", k))
+        with open(self.folder / "metrics.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        plt = _pyplot()
+        figure, axis = plt.subplots(figsize=(6, 3.5))
+        losses = [(row["epoch"], row["train_loss"]) for row in rows if "train_loss" in row]
+        if losses:
+            axis.plot(*zip(*losses), label="train loss")
+        for key in keys:
+            if key.startswith("val_"):
+                points = [(row["epoch"], row[key]) for row in rows if key in row]
+                axis.plot(*zip(*points), marker="o", label=key)
+        axis.set_xlabel("epoch")
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(self.folder / "training_curves.png", dpi=100)
+        plt.close(figure)
+
+    def files(self) -> list[str]:
+        """The report files written so far (for the tracker's artifacts)."""
+        return [str(path) for path in sorted(self.folder.glob("*")) if path.is_file()]
+
+
+def _numpy(tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
+
+
+class EvaluationReport:
+    """Write ``per_case_dice.csv`` (one row per case, one column per foreground class) and
+    ``summary.json`` (mean, median, std and count of scored cases per class) when the evaluator ends.
+
+    Args:
+        output_dir: the folder for both files.
+        metric: the evaluator's :class:`gdlseg.engines.metrics.PerClassDice`.
+    """
+
+    def __init__(self, output_dir: os.PathLike | str, metric) -> None:
+        self.folder = Path(output_dir)
+        self.metric = metric
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def write(self, engine: Engine) -> None:
+        import json
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        class_names = self.metric.class_names[1:]
+        rows = self.metric.case_scores
+        with open(self.folder / "per_case_dice.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["case", *class_names])
+            writer.writeheader()
+            writer.writerows(rows)
+        summary = {}
+        for name in class_names:
+            values = np.array([row[name] for row in rows], dtype=float)
+            scored = values[np.isfinite(values)]
+            summary[name] = {
+                "mean": float(scored.mean()) if scored.size else None,
+                "median": float(np.median(scored)) if scored.size else None,
+                "std": float(scored.std()) if scored.size else None,
+                "cases": int(scored.size),
+            }
+        summary["mean_dice"] = self.metric.compute()
+        (self.folder / "summary.json").write_text(json.dumps(summary, indent=2))
