@@ -93,7 +93,7 @@ def datalist_fingerprint(datalist: os.PathLike | str) -> dict:
 def case_name(path: os.PathLike | str) -> str:
     """A scan's case name: the file name without its extension, or the folder name of a DICOM series."""
     name = Path(path).name
-    for suffix in sorted(IMAGE_SUFFIXES + (".dcm",), key=len, reverse=True):
+    for suffix in sorted((*IMAGE_SUFFIXES, ".dcm"), key=len, reverse=True):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
