@@ -32,8 +32,13 @@ def _epoch_of(path: Path) -> int:
     match = _EPOCH.search(path.name)
     if match:
         return int(match.group(1))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return int(state.get("trainer", {}).get("epoch", 0))
+    return checkpoint_epoch(path)
+
+
+def checkpoint_epoch(path: os.PathLike | str) -> int:
+    """The epoch a full checkpoint was saved at (Ignite stores iterations and the epoch length)."""
+    trainer = torch.load(path, map_location="cpu", weights_only=True).get("trainer", {})
+    return int(trainer.get("iteration", 0)) // max(1, int(trainer.get("epoch_length") or 1))
 
 
 def resume_checkpoint(resume: bool, ckpt_path: str | None, models_dir: os.PathLike | str) -> str | None:

@@ -1,0 +1,135 @@
+"""Fixtures that run the segresnet_gdl bundle for real, on a temporary copy and tiny phantoms."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from gdlseg.data.synthetic import write_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = REPO / "bundles" / "segresnet_gdl"
+# Tiny but complete: 32×32×24 phantoms, 8-filter network, 2 epochs.
+TINY = {
+    "roi_size": "[32,32,16]",
+    "pixdim": "[1.5,1.5,2.5]",
+    "num_workers": "0",
+    "network_def#init_filters": "8",
+    "train#trainer#max_epochs": "2",
+    "samples_per_image": "1",
+}
+
+
+def run_bundle(
+    bundle: Path,
+    configs: list[str],
+    overrides: dict,
+    env: dict | None = None,
+    check: bool = True,
+    background: bool = False,
+):
+    """``python -m monai.bundle run`` in a subprocess, as a user runs it."""
+    files = [str(bundle / "configs" / name) for name in configs]
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(files), "--bundle_root", str(bundle)]
+    for key, value in {**TINY, **overrides}.items():
+        command += [f"--{key}", str(value)]
+    environment = {**os.environ, **(env or {})}
+    environment.pop("MLFLOW_TRACKING_URI", None) if "MLFLOW_TRACKING_URI" not in (env or {}) else None
+    if background:
+        return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"bundle run failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory) -> Path:
+    """A temporary copy of the bundle: tests must show nothing is written into it."""
+    copy = tmp_path_factory.mktemp("bundle") / "segresnet_gdl"
+    shutil.copytree(BUNDLE, copy)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("dataset")
+    write_dataset(root, training=4, test=1, shape=(32, 32, 24), seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained(bundle, dataset, tmp_path_factory) -> Path:
+    """Output folder of a 2-epoch training with the default SQLite tracking."""
+    output = tmp_path_factory.mktemp("trained")
+    run_bundle(bundle, ["train.yaml"], {"dataset_dir": dataset, "output_dir": output})
+    return output
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on 127.0.0.1 with a SQLite backend."""
+    folder = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    process = subprocess.Popen(
+        [
+            str(mlflow),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'db.sqlite'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("mlflow server did not start within 120 s")
+    yield uri
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def runs_of(tracking_uri: str, experiment: str = "gdlseg"):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    return client, ([] if found is None else client.search_runs([found.experiment_id]))
+
+
+def sqlite_uri(output: Path) -> str:
+    return f"sqlite:///{output / 'mlflow' / 'mlflow.db'}"
