@@ -23,10 +23,11 @@ test: install lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install
-	$(PY) scripts/demo_loss.py
+	$(PY) scripts/demo.py --workdir demo
 
 bench: install
 	$(PY) scripts/bench_loss.py
+	$(PY) scripts/bench_train.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info plugin/*.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info plugin/*.egg-info .pytest_cache demo outputs

@@ -41,8 +41,8 @@ def run_bundle(
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(files), "--bundle_root", str(bundle)]
     for key, value in {**TINY, **overrides}.items():
         command += [f"--{key}", str(value)]
-    environment = {**os.environ, **(env or {})}
-    environment.pop("MLFLOW_TRACKING_URI", None) if "MLFLOW_TRACKING_URI" not in (env or {}) else None
+    environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    environment.update(env or {})
     if background:
         return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=900)

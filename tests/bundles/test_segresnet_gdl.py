@@ -19,7 +19,7 @@ import torch
 from gdlseg.data.synthetic import make_case
 from gdlseg.engines.checkpoints import checkpoint_epoch
 
-from .conftest import free_port, run_bundle, runs_of, sqlite_uri
+from .conftest import TINY, free_port, run_bundle, runs_of, sqlite_uri
 
 CLASSES = ["organ", "vessel", "lesion"]
 
@@ -89,7 +89,7 @@ def test_training_run_is_tracked_completely(trained, dataset):
     params = run.data.params
     assert params["loss.class"] == "gdlseg.losses.compound.GeneralizedDiceCELoss"
     assert params["loss.generalized_dice.w_type"] == "square"
-    assert params["loss.lambda_ce"] == "0.1"
+    assert params["loss.lambda_ce"] == "1.0"
     assert (
         json.loads(params["class_weights"])
         == json.loads((trained / "models/training.json").read_text())["class_weights"]
@@ -314,3 +314,37 @@ def test_unreachable_server_does_not_stop_training(bundle, dataset, tmp_path):
 def test_configs_are_commented_yaml(bundle, name):
     text = (bundle / "configs" / name).read_text()
     assert text.startswith("#")
+
+
+# --- torchrun ---------------------------------------------------------------------------------
+def test_torchrun_with_two_gloo_processes_leaves_one_run_and_one_set_of_checkpoints(bundle, dataset, tmp_path):
+    output = tmp_path / "ddp"
+    files = [str(bundle / "configs" / name) for name in ("train.yaml", "multi_gpu_train.yaml")]
+    command = [
+        str(Path(sys.executable).parent / "torchrun"),
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        repr(files),
+        "--bundle_root",
+        str(bundle),
+        "--dataset_dir",
+        str(dataset),
+        "--output_dir",
+        str(output),
+        "--val_fraction",
+        "0.5",
+    ]
+    for key, value in TINY.items():
+        command += [f"--{key}", value]
+    command += ["--train#trainer#max_epochs", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert sorted(p.name for p in (output / "models").glob("checkpoint*.pt")) == [
+        "checkpoint_epoch=1.pt",
+        "checkpoint_final.pt",
+    ]
+    _, runs = runs_of(sqlite_uri(output))
+    assert [run.info.status for run in runs] == ["FINISHED"]

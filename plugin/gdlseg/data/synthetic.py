@@ -45,7 +45,7 @@ def make_case(shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.nd
     image[organ] = INTENSITIES["organ"]
     labels[organ] = 1
     vessel_centre = np.array([rng.uniform(0.62, 0.7), rng.uniform(-0.3, 0.3)])
-    vessel = (((grid[..., :2] - vessel_centre) / 0.12) ** 2).sum(-1) <= 1
+    vessel = (((grid[..., :2] - vessel_centre) / 0.16) ** 2).sum(-1) <= 1
     vessel &= body
     image[vessel] = INTENSITIES["vessel"]
     labels[vessel] = 2
