@@ -6,7 +6,8 @@ Unlike ``monai.bundle run --tracking mlflow`` this handler
   once never merge) through an explicit ``MlflowClient`` (no global active run);
 - logs the effective hyperparameters it is given, flattened (``optimizer.lr``), version tags, the
   git commit when there is one, and a dataset fingerprint (no patient paths);
-- logs training loss and learning rate per iteration and the evaluator's metrics per epoch;
+- logs training loss and learning rate per iteration (sent once per epoch) and the evaluator's
+  metrics per epoch;
 - ends the run FINISHED, FAILED on an exception, KILLED on Ctrl-C or SIGTERM;
 - keeps training when the tracking server cannot be reached, with a warning.
 
@@ -174,7 +175,7 @@ class MLflowTracker:
         self.client = None
         self.run_id: str | None = None
         self.trainer: Engine | None = None
-        self.history: list[dict[str, Any]] = []
+        self._pending: list[tuple[dict[str, float], int, int]] = []
 
     # -- wiring ---------------------------------------------------------------------------------
     def attach(self, engine: Engine) -> None:
@@ -185,6 +186,7 @@ class MLflowTracker:
         engine.add_event_handler(Events.EXCEPTION_RAISED, self.fail)
         if self.job == "train":
             engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.log_every), self.log_iteration)
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.flush)
         evaluator = self.evaluator if self.job == "train" else engine
         if evaluator is not None:
             # Before COMPLETED's own handlers on an evaluator: its metrics must be logged before the run ends.
@@ -245,8 +247,18 @@ class MLflowTracker:
         metrics = {"train_loss": iteration_loss(engine.state.output)}
         if self.optimizer is not None:
             metrics["learning_rate"] = float(self.optimizer.param_groups[0]["lr"])
-        self._log_metrics(metrics, engine.state.iteration)
-        self.history.append({"iteration": engine.state.iteration, "epoch": engine.state.epoch, **metrics})
+        self._pending.append((metrics, engine.state.iteration, int(time.time() * 1000)))
+
+    def flush(self, engine: Engine | None = None) -> None:
+        """Send the buffered per-iteration metrics (one request per epoch instead of one per iteration)."""
+        if self.run_id is None or not self._pending:
+            return
+        from mlflow.entities import Metric
+
+        entries = [Metric(k, v, stamp, step) for metrics, step, stamp in self._pending for k, v in metrics.items()]
+        self._pending = []
+        for start in range(0, len(entries), 1000):
+            self.client.log_batch(self.run_id, metrics=entries[start : start + 1000])
 
     def log_evaluation(self, evaluator: Engine) -> None:
         """The evaluator's scalar metrics, at the trainer's epoch."""
@@ -255,7 +267,6 @@ class MLflowTracker:
         step = self.trainer.state.epoch if self.trainer is not None and self.job == "train" else 0
         metrics = {k: float(v) for k, v in evaluator.state.metrics.items() if _is_scalar(v)}
         self._log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
-        self.history.append({"epoch": step, **metrics})
 
     def _log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -269,6 +280,7 @@ class MLflowTracker:
         """Log artifacts and end the run FINISHED."""
         if self.run_id is None:
             return
+        self.flush()
         for item in self.artifacts:
             for path in item() if callable(item) else [item]:
                 if Path(path).is_file():
@@ -286,6 +298,7 @@ class MLflowTracker:
         StatsHandler and CheckpointSaver re-raise after their own work).
         """
         if self.run_id is not None:
+            self.flush()
             status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
             self.client.set_tag(self.run_id, "gdlseg.error", f"{type(error).__name__}: {error}"[:5000])
             self.client.set_terminated(self.run_id, status)
