@@ -34,7 +34,7 @@ def bundle_run(configs: list[str], overrides: dict[str, object]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("demo"))
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=80)
     args = parser.parse_args()
     workdir = args.workdir.resolve()
     dataset, output = workdir / "data", workdir / "outputs"
