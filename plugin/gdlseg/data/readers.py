@@ -25,7 +25,14 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 def is_dicom_series_folder(path: os.PathLike | str) -> bool:
     """True for a folder that holds at least one DICOM series SimpleITK can read."""
-    return Path(path).is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+    if not Path(path).is_dir():
+        return False
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns about every non-DICOM folder it scans
+    try:
+        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def read_dicom_series(folder: os.PathLike | str, series_uid: str | None = None) -> sitk.Image:

@@ -12,4 +12,4 @@ def iteration_loss(output: Any) -> float:
     value = from_engine(["loss"], first=True)(output)
     if isinstance(value, (list, tuple)):
         value = value[0]
-    return float(value)
+    return float(value.detach()) if hasattr(value, "detach") else float(value)

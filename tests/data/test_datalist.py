@@ -1,0 +1,82 @@
+"""Datalists: Decathlon layout, validation split, inference inputs, errors naming the file."""
+
+import json
+
+import pytest
+
+from gdlseg.data.datalist import case_name, datalist_fingerprint, inference_inputs, split_datalist
+
+
+def write(path, content):
+    path.write_text(json.dumps(content))
+    return path
+
+
+def cases(n):
+    return [{"image": f"imagesTr/c{i}.nii.gz", "label": f"labelsTr/c{i}.nii.gz"} for i in range(n)]
+
+
+def test_relative_paths_resolve_and_validation_list_is_used(tmp_path):
+    datalist = write(tmp_path / "d.json", {"training": cases(3), "validation": [cases(4)[3]]})
+    training = split_datalist(datalist, tmp_path, "training")
+    validation = split_datalist(datalist, tmp_path, "validation")
+    assert [c["image"] for c in training] == [str(tmp_path / f"imagesTr/c{i}.nii.gz") for i in range(3)]
+    assert validation == [
+        {"image": str(tmp_path / "imagesTr/c3.nii.gz"), "label": str(tmp_path / "labelsTr/c3.nii.gz")}
+    ]
+
+
+def test_hold_out_is_seeded_and_disjoint(tmp_path):
+    datalist = write(tmp_path / "d.json", {"training": cases(10)})
+    a = split_datalist(datalist, tmp_path, "validation", 0.2, seed=1)
+    assert a == split_datalist(datalist, tmp_path, "validation", 0.2, seed=1)
+    assert len(a) == 2
+    training = split_datalist(datalist, tmp_path, "training", 0.2, seed=1)
+    assert len(training) == 8 and not {c["image"] for c in a} & {c["image"] for c in training}
+    assert a != split_datalist(datalist, tmp_path, "validation", 0.2, seed=2)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "does not exist"), ("not json", "is not valid JSON"), ({"training": []}, 'no non-empty "training"')],
+)
+def test_bad_datalists_are_named(tmp_path, content, message):
+    path = tmp_path / "dataset.json"
+    if content is not None:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(ValueError, match=message) as error:
+        split_datalist(path, tmp_path, "training")
+    assert str(path) in str(error.value)
+
+
+def test_fingerprint_has_counts_and_hash_but_no_paths(tmp_path):
+    datalist = write(tmp_path / "d.json", {"training": cases(3), "test": ["imagesTs/x.nii.gz"]})
+    fingerprint = datalist_fingerprint(datalist)
+    assert fingerprint["training_cases"] == 3 and fingerprint["test_cases"] == 1
+    assert len(fingerprint["datalist_sha256"]) == 64 and "imagesTr" not in json.dumps(fingerprint)
+
+
+def test_inference_inputs_from_files_folders_and_datalists(tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in ("a.nii.gz", "b.nrrd", "notes.txt"):
+        (folder / name).write_text("x")
+    datalist = write(tmp_path / "d.json", {"training": cases(1), "test": ["imagesTs/t.nii.gz"]})
+    found = inference_inputs([folder / "a.nii.gz", folder, datalist], tmp_path)
+    assert [c["image"] for c in found] == [
+        str(folder / "a.nii.gz"),
+        str(folder / "a.nii.gz"),
+        str(folder / "b.nrrd"),
+        str(tmp_path / "imagesTs/t.nii.gz"),
+    ]
+    with pytest.raises(ValueError, match="does not exist"):
+        inference_inputs(tmp_path / "missing.nii.gz")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no image"):
+        inference_inputs(tmp_path / "empty")
+
+
+def test_case_names():
+    assert case_name("/x/liver_001.nii.gz") == "liver_001"
+    assert case_name("/x/scan.nrrd") == "scan"
+    assert case_name("/x/series_folder") == "series_folder"

@@ -1,0 +1,88 @@
+"""Engine pieces on their own: the per-class Dice metric, config snapshots, checkpoints, params."""
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from ignite.engine import Engine
+
+from gdlseg.engines.checkpoints import latest_checkpoint, resume_checkpoint, write_training_record
+from gdlseg.engines.metrics import PerClassDice
+from gdlseg.engines.run_config import executed_config
+from gdlseg.engines.tracking import flatten, module_hyperparameters
+from gdlseg.losses import GeneralizedDiceCELoss
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_per_class_dice_metric_names_and_values():
+    reference = torch.zeros(1, 4, 4, 4)
+    reference[0, :2] = 1  # class 1 in half the volume, class 2 absent everywhere
+    prediction = torch.zeros(3, 4, 4, 4)
+    prediction[1, :2] = 1  # one-hot-like scores, class 1 right
+    prediction[0, 2:] = 1
+    engine = Engine(lambda engine, batch: ([prediction], [reference]))
+    PerClassDice(["background", "organ", "lesion"], prefix="val_dice").attach(engine, "val_mean_dice")
+    engine.run([0], max_epochs=1)
+    metrics = engine.state.metrics
+    assert metrics["val_dice_organ"] == 1.0
+    assert math.isnan(metrics["val_dice_lesion"])  # absent from both: left out
+    assert metrics["val_mean_dice"] == 1.0
+
+
+def test_flatten_and_loss_hyperparameters():
+    assert flatten({"a": {"b": 1}, "c": [1, 2]}) == {"a.b": "1", "c": "[1, 2]"}
+    values = flatten(module_hyperparameters(GeneralizedDiceCELoss(softmax=True, class_weights=[1.0, 2.0])))
+    assert values["class"] == "gdlseg.losses.compound.GeneralizedDiceCELoss"
+    assert values["generalized_dice.w_type"] == "square"
+    assert values["generalized_dice.class_weights"] == "[1.0, 2.0]"
+
+
+def test_executed_config_applies_command_line_overrides():
+    config = str(REPO / "bundles" / "segresnet_gdl" / "configs" / "train.yaml")
+    argv = [
+        "/venv/lib/python3.11/site-packages/monai/bundle/__main__.py",
+        "run",
+        "--config_file",
+        config,
+        "--roi_size",
+        "[32,32,16]",
+        "--train#trainer#max_epochs",
+        "3",
+        "--dataset_dir",
+        "/data",
+    ]
+    snapshot = executed_config(argv)
+    assert snapshot["roi_size"] == [32, 32, 16]
+    assert snapshot["train"]["trainer"]["max_epochs"] == 3
+    assert snapshot["dataset_dir"] == "/data"
+    assert executed_config(["pytest", "-q"]) is None
+
+
+def test_latest_checkpoint_and_resume(tmp_path):
+    assert latest_checkpoint(tmp_path) is None
+    for epoch in (2, 10):
+        torch.save({"trainer": {"iteration": epoch * 4, "epoch_length": 4}}, tmp_path / f"checkpoint_epoch={epoch}.pt")
+    assert latest_checkpoint(tmp_path).endswith("checkpoint_epoch=10.pt")
+    torch.save({"trainer": {"iteration": 48, "epoch_length": 4}}, tmp_path / "checkpoint_final.pt")
+    assert latest_checkpoint(tmp_path).endswith("checkpoint_final.pt")
+    assert resume_checkpoint(False, None, tmp_path) is None
+    assert resume_checkpoint(True, None, tmp_path).endswith("checkpoint_final.pt")
+    try:
+        resume_checkpoint(True, None, tmp_path / "empty")
+    except ValueError as error:
+        assert "no checkpoint found" in str(error)
+    else:
+        raise AssertionError("resume without a checkpoint must fail")
+
+
+def test_training_record(tmp_path):
+    path = write_training_record(tmp_path / "m" / "training.json", ["bg", "a"], [1.0, 2.0], roi_size=(8, 8, 8))
+    assert json.loads(Path(path).read_text()) == {
+        "class_names": ["bg", "a"],
+        "num_classes": 2,
+        "class_weights": [1.0, 2.0],
+        "roi_size": [8, 8, 8],
+    }
+    assert [p.name for p in (tmp_path / "m").iterdir()] == ["training.json"]  # no temporary left behind
