@@ -348,3 +348,18 @@ def test_torchrun_with_two_gloo_processes_leaves_one_run_and_one_set_of_checkpoi
     ]
     _, runs = runs_of(sqlite_uri(output))
     assert [run.info.status for run in runs] == ["FINISHED"]
+
+
+def test_default_output_folder_inside_the_bundle_is_refused(bundle, dataset):
+    """Run from the bundle folder without --output_dir: the default ./outputs would land in the bundle."""
+    files = [str(bundle / "configs" / "train.yaml")]
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(files), "--dataset_dir", str(dataset)],
+        capture_output=True,
+        text=True,
+        cwd=bundle,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "is inside the bundle folder" in result.stderr
+    assert not (bundle / "outputs").exists()

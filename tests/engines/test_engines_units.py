@@ -7,7 +7,12 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine
 
-from gdlseg.engines.checkpoints import latest_checkpoint, resume_checkpoint, write_training_record
+from gdlseg.engines.checkpoints import (
+    latest_checkpoint,
+    require_outside_bundle,
+    resume_checkpoint,
+    write_training_record,
+)
 from gdlseg.engines.metrics import PerClassDice
 from gdlseg.engines.run_config import executed_config
 from gdlseg.engines.tracking import flatten, module_hyperparameters
@@ -86,3 +91,16 @@ def test_training_record(tmp_path):
         "roi_size": [8, 8, 8],
     }
     assert [p.name for p in (tmp_path / "m").iterdir()] == ["training.json"]  # no temporary left behind
+
+
+def test_outputs_must_stay_outside_the_bundle(tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    assert require_outside_bundle(tmp_path / "out", bundle) == str((tmp_path / "out").resolve())
+    for inside in (bundle, bundle / "outputs"):
+        try:
+            require_outside_bundle(inside, bundle)
+        except ValueError as error:
+            assert "is inside the bundle folder" in str(error)
+        else:
+            raise AssertionError("an output folder inside the bundle must be refused")

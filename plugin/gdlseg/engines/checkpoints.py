@@ -70,3 +70,15 @@ def write_training_record(
     temporary.write_text(json.dumps(record, indent=2))
     os.replace(temporary, target)
     return str(target)
+
+
+def require_outside_bundle(output_dir: os.PathLike | str, bundle_root: os.PathLike | str) -> str:
+    """Return ``output_dir``; raise if it lies inside the bundle folder (a bundle stays read-only).
+
+    Raises:
+        ValueError: naming both folders.
+    """
+    output, bundle = Path(output_dir).resolve(), Path(bundle_root).resolve()
+    if output == bundle or bundle in output.parents:
+        raise ValueError(f"output_dir {output} is inside the bundle folder {bundle}: pass --output_dir somewhere else.")
+    return str(output)
