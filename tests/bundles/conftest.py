@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -44,7 +45,11 @@ def run_bundle(
     environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     environment.update(env or {})
     if background:
-        return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # Output goes to a file: an undrained pipe fills up with progress bars and blocks the run.
+        log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT, text=True)
+        process.log_path = Path(log.name)
+        return process
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(

@@ -209,14 +209,7 @@ class MLflowTracker:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
-        experiment = self.client.get_experiment_by_name(self.experiment_name)
-        if experiment is None:
-            artifact_location = None
-            if self.tracking_uri.startswith("sqlite:"):
-                artifact_location = (Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
-            experiment_id = self.client.create_experiment(self.experiment_name, artifact_location=artifact_location)
-        else:
-            experiment_id = experiment.experiment_id
+        experiment_id = self._experiment_id()
         tags = {"gdlseg.job": self.job, **software_tags(self.bundle_root), **flatten(self.tags)}
         training_run = self._source_run_id()
         if training_run:
@@ -234,6 +227,24 @@ class MLflowTracker:
             record["tracking_uri"] = self.tracking_uri
             _write_json_atomically(self.run_record, record)
         logger.info("MLflow run %s (%s) in %s", self.run_name, self.run_id, self.tracking_uri)
+
+    def _experiment_id(self) -> str:
+        """The experiment's id, creating it if needed (another run may create it at the same moment)."""
+        from mlflow.exceptions import MlflowException
+
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        if experiment is not None:
+            return experiment.experiment_id
+        artifact_location = None
+        if self.tracking_uri.startswith("sqlite:"):
+            artifact_location = (Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+        try:
+            return self.client.create_experiment(self.experiment_name, artifact_location=artifact_location)
+        except MlflowException:
+            experiment = self.client.get_experiment_by_name(self.experiment_name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
 
     def _source_run_id(self) -> str | None:
         if self.source_run_record is None or not self.source_run_record.is_file():
