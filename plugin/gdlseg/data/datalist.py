@@ -72,12 +72,6 @@ def split_datalist(
     return chosen
 
 
-def held_out_test_cases(datalist: os.PathLike | str, dataset_dir: os.PathLike | str) -> list[dict]:
-    """The ``"test"`` list of a datalist (images only), paths resolved."""
-    content = read_datalist(datalist)
-    return [_resolve(item, Path(dataset_dir)) for item in content.get("test", [])]
-
-
 def datalist_fingerprint(datalist: os.PathLike | str) -> dict:
     """SHA-256 of the datalist file and its case counts: identifies the data without any path."""
     path = Path(datalist)

@@ -15,24 +15,19 @@ _EPOCH = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
 
 
 def latest_checkpoint(models_dir: os.PathLike | str) -> str | None:
-    """The full checkpoint to resume from: ``checkpoint_final.pt``, else the highest
-    ``checkpoint_epoch=N.pt``; None when there is none."""
+    """The full checkpoint to resume from: the newer of the highest ``checkpoint_epoch=N.pt`` and
+    ``checkpoint_final.pt`` (the final one wins a tie); None when there is none."""
     folder = Path(models_dir)
     if not folder.is_dir():
         return None
+    periodic = max(
+        ((int(match.group(1)), path) for path in folder.iterdir() if (match := _EPOCH.search(path.name))),
+        default=None,
+    )
     final = folder / "checkpoint_final.pt"
-    periodic = sorted((int(match.group(1)), path) for path in folder.iterdir() if (match := _EPOCH.search(path.name)))
-    candidates = [path for _, path in periodic] + ([final] if final.is_file() else [])
-    if not candidates:
-        return None
-    return str(max(candidates, key=lambda path: (_epoch_of(path), path.name == "checkpoint_final.pt")))
-
-
-def _epoch_of(path: Path) -> int:
-    match = _EPOCH.search(path.name)
-    if match:
-        return int(match.group(1))
-    return checkpoint_epoch(path)
+    if final.is_file() and (periodic is None or checkpoint_epoch(final) >= periodic[0]):
+        return str(final)
+    return None if periodic is None else str(periodic[1])
 
 
 def checkpoint_epoch(path: os.PathLike | str) -> int:
