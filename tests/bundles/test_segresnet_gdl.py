@@ -256,20 +256,21 @@ def test_sigterm_ends_the_run_killed_and_saves_a_checkpoint(bundle, dataset, tmp
     process = run_bundle(
         bundle,
         ["train.yaml"],
-        {"dataset_dir": dataset, "output_dir": output, "train#trainer#max_epochs": "200"},
+        {"dataset_dir": dataset, "output_dir": output, "train#trainer#max_epochs": "100000"},
         background=True,
     )
     record = output / "models" / "mlflow_run.json"
     deadline = time.time() + 300
-    while not (output / "models" / "checkpoint_epoch=1.pt").exists() and time.time() < deadline:
-        time.sleep(0.5)
+    # n_saved=1: each epoch's checkpoint replaces the previous one, so look for any of them.
+    while not list((output / "models").glob("checkpoint_epoch=*.pt")) and time.time() < deadline:
+        time.sleep(0.2)
     assert record.exists(), process.log_path.read_text()[-4000:]
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=120)
     assert process.returncode != 0
     _, runs = runs_of(sqlite_uri(output))
     assert [run.info.status for run in runs] == ["KILLED"]
-    assert 1 <= checkpoint_epoch(output / "models" / "checkpoint_final.pt") < 200
+    assert 1 <= checkpoint_epoch(output / "models" / "checkpoint_final.pt") < 100000
 
 
 # --- a real tracking server -------------------------------------------------------------------
