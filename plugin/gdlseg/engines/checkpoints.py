@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from gdlseg.data.atomic import write_json_atomically
 
 _EPOCH = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
 
@@ -61,10 +61,7 @@ def write_training_record(
     )
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    temporary.write_text(json.dumps(record, indent=2))
-    os.replace(temporary, target)
-    return str(target)
+    return str(write_json_atomically(target, record))
 
 
 def require_outside_bundle(output_dir: os.PathLike | str, bundle_root: os.PathLike | str) -> str:

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from gdlseg.data.atomic import write_json_atomically
 from gdlseg.engines.outputs import iteration_loss
 
 logger = logging.getLogger("gdlseg.tracking")
@@ -225,7 +226,7 @@ class MLflowTracker:
             self.run_record.parent.mkdir(parents=True, exist_ok=True)
             record = {"run_id": self.run_id, "run_name": self.run_name, "experiment": self.experiment_name}
             record["tracking_uri"] = self.tracking_uri
-            _write_json_atomically(self.run_record, record)
+            write_json_atomically(self.run_record, record)
         logger.info("MLflow run %s (%s) in %s", self.run_name, self.run_id, self.tracking_uri)
 
     def _experiment_id(self) -> str:
@@ -327,9 +328,3 @@ def _is_scalar(value: Any) -> bool:
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"received signal {signal.Signals(signum).name}")
-
-
-def _write_json_atomically(path: Path, content: Mapping[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temporary.write_text(json.dumps(content, indent=2))
-    os.replace(temporary, path)

@@ -1,0 +1,15 @@
+"""`gdlseg convert` (being written; owned by the helper that implements it)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("convert", help="(not yet available)")
+    parser.set_defaults(handler=run, command="convert")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("gdlseg convert is not implemented yet")

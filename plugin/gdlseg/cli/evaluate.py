@@ -1,0 +1,15 @@
+"""`gdlseg evaluate` (being written; owned by the helper that implements it)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("evaluate", help="(not yet available)")
+    parser.set_defaults(handler=run, command="evaluate")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("gdlseg evaluate is not implemented yet")

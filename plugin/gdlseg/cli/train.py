@@ -1,0 +1,15 @@
+"""`gdlseg train` (being written; owned by the helper that implements it)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("train", help="(not yet available)")
+    parser.set_defaults(handler=run, command="train")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError("gdlseg train is not implemented yet")

@@ -1,0 +1,55 @@
+"""Atomic file writes: a reader never sees a partial file, a crash never leaves one.
+
+Every writer produces a hidden temporary file in the destination folder (same file system, so the
+final ``os.replace`` is atomic) and renames it only once the content is complete. On any error the
+temporary file is removed and the destination is left as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import SimpleITK as sitk
+
+
+@contextmanager
+def atomic_path(destination: os.PathLike | str) -> Iterator[Path]:
+    """Yield a temporary path next to ``destination``; rename it onto ``destination`` on success.
+
+    The temporary name keeps the destination's suffixes (``.nii.gz``, ``.png`` …) so that writers
+    which choose the format from the file name behave as for the final name.
+    """
+    destination = Path(destination)
+    suffixes = "".join(destination.suffixes) if destination.suffixes else ""
+    stem = destination.name[: len(destination.name) - len(suffixes)] if suffixes else destination.name
+    temporary = destination.with_name(f".{stem}.{uuid.uuid4().hex}.tmp{suffixes}")
+    try:
+        yield temporary
+        os.replace(temporary, destination)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: os.PathLike | str, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically and return the path."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json_atomically(path: os.PathLike | str, content: Mapping[str, Any] | list) -> Path:
+    """Write ``content`` as indented JSON to ``path`` atomically and return the path."""
+    return write_text_atomically(path, json.dumps(content, indent=2) + "\n")
+
+
+def write_image_atomically(image: sitk.Image, path: os.PathLike | str, compress: bool = True) -> Path:
+    """Write a SimpleITK image to ``path`` atomically (format from the suffix) and return the path."""
+    with atomic_path(path) as temporary:
+        sitk.WriteImage(image, str(temporary), useCompression=compress)
+    return Path(path)
