@@ -1,15 +1,147 @@
-"""`gdlseg train` (being written; owned by the helper that implements it)."""
+"""``gdlseg train``: train the segresnet_gdl bundle without writing bundle overrides by hand.
+
+The command builds the equivalent ``python -m monai.bundle run`` (or ``torchrun … -m monai.bundle run``
+with ``--nproc-per-node`` above 1) command line, prints it so that the run can be repeated exactly
+without gdlseg's CLI, and runs it. Every option maps to one bundle ID; anything else can be set with
+``--set ID=VALUE`` (repeatable), which is passed through verbatim.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import gdlseg
+from gdlseg.cli.common import EXIT_OK, EXIT_SOME_FAILED, UsageError
+
+BUNDLE_NAME = "segresnet_gdl"
+
+
+def default_bundle() -> Path | None:
+    """The bundle shipped in the gdlseg repository (editable installs), or None if not found."""
+    candidate = Path(gdlseg.__file__).resolve().parents[2] / "bundles" / BUNDLE_NAME
+    return candidate if (candidate / "configs" / "train.yaml").is_file() else None
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("train", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "train",
+        help="train the SegResNet bundle on a dataset (wraps python -m monai.bundle run)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--dataset", required=True, type=Path, help="dataset folder (holds dataset.json)")
+    parser.add_argument("--output", required=True, type=Path, help="output folder: models/, reports/, mlruns.db")
+    parser.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the repository's)")
+    parser.add_argument("--datalist", type=Path, default=None, help="datalist JSON (default: DATASET/dataset.json)")
+    parser.add_argument("--classes", nargs="+", metavar="NAME", help="class names, background first")
+    parser.add_argument("--epochs", type=int, help="number of epochs")
+    parser.add_argument(
+        "--class-weights", nargs="+", metavar="W", help="'auto' or one weight per class, background included"
+    )
+    parser.add_argument("--lambda-ce", type=float, help="weight of the cross-entropy term (0: GDL alone)")
+    parser.add_argument("--roi-size", nargs=3, type=int, metavar=("X", "Y", "Z"), help="training patch size")
+    parser.add_argument("--pixdim", nargs=3, type=float, metavar=("X", "Y", "Z"), help="voxel spacing in mm")
+    parser.add_argument("--intensity", choices=("ct", "mr"), help="intensity preset")
+    parser.add_argument("--seed", type=int, help="random seed")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite store in OUTPUT)")
+    parser.add_argument("--experiment", help="MLflow experiment name")
+    parser.add_argument("--run-name", help="MLflow run name (default: a unique generated name)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT/models")
+    parser.add_argument(
+        "--nproc-per-node", type=int, default=1, help="processes (GPUs) per node: above 1 runs torchrun with DDP"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="ID=VALUE", help="any other bundle override, e.g. num_workers=0"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the command without running it")
     parser.set_defaults(handler=run, command="train")
     return parser
 
 
+def bundle_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The bundle IDs set by the options, as strings in the form ``monai.bundle run`` parses."""
+    overrides: dict[str, str] = {"dataset_dir": str(args.dataset.resolve()), "output_dir": str(args.output.resolve())}
+    if args.datalist is not None:
+        overrides["datalist"] = str(args.datalist.resolve())
+    if args.classes:
+        overrides["class_names"] = repr(list(args.classes))
+        overrides["num_classes"] = str(len(args.classes))
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
+        overrides["train#trainer#max_epochs"] = str(args.epochs)
+    if args.class_weights:
+        overrides["class_weights"] = class_weights_override(args.class_weights)
+    if args.lambda_ce is not None:
+        overrides["lambda_ce"] = str(args.lambda_ce)
+    if args.roi_size:
+        overrides["roi_size"] = repr(list(args.roi_size))
+    if args.pixdim:
+        overrides["pixdim"] = repr(list(args.pixdim))
+    for option, key in (("intensity", "intensity"), ("seed", "seed"), ("tracking_uri", "tracking_uri")):
+        if getattr(args, option) is not None:
+            overrides[key] = str(getattr(args, option))
+    if args.experiment is not None:
+        overrides["experiment_name"] = args.experiment
+    if args.run_name is not None:
+        overrides["run_name"] = args.run_name
+    if args.resume:
+        overrides["resume"] = "true"
+    for item in args.set:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise UsageError(f"--set expects ID=VALUE, got {item!r}")
+        overrides[key] = value
+    return overrides
+
+
+def class_weights_override(values: list[str]) -> str:
+    """``auto`` or a list of numbers; the bundle checks the count against the classes."""
+    if values == ["auto"]:
+        return "auto"
+    try:
+        return repr([float(value) for value in values])
+    except ValueError:
+        raise UsageError(f"--class-weights expects 'auto' or numbers, got {' '.join(values)}") from None
+
+
+def bundle_command(bundle: Path, overrides: dict[str, str], nproc_per_node: int = 1) -> list[str]:
+    """The ``monai.bundle run`` command line (through torchrun when ``nproc_per_node > 1``)."""
+    configs = [str(bundle / "configs" / "train.yaml")]
+    if nproc_per_node > 1:
+        configs.append(str(bundle / "configs" / "multi_gpu_train.yaml"))
+        launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc_per_node}"]
+    else:
+        launcher = [sys.executable]
+    command = [*launcher, "-m", "monai.bundle", "run", "--config_file", repr(configs), "--bundle_root", str(bundle)]
+    command += ["--meta_file", str(bundle / "configs" / "metadata.json")]
+    for key, value in overrides.items():
+        command += [f"--{key}", value]
+    return command
+
+
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("gdlseg train is not implemented yet")
+    bundle = (args.bundle or default_bundle() or Path()).resolve()
+    if not (bundle / "configs" / "train.yaml").is_file():
+        where = args.bundle or "(default)"
+        raise UsageError(f"no bundle at {where}: pass --bundle with a folder holding configs/train.yaml")
+    if not args.dataset.is_dir():
+        raise UsageError(f"--dataset {args.dataset}: not a folder")
+    if args.nproc_per_node < 1:
+        raise UsageError(f"--nproc-per-node must be at least 1, got {args.nproc_per_node}")
+    command = bundle_command(bundle, bundle_overrides(args), args.nproc_per_node)
+    print(shlex.join(command), file=sys.stderr)
+    if args.dry_run:
+        return EXIT_OK
+    completed = subprocess.run(command, env=os.environ.copy())
+    if completed.returncode != 0:
+        code = completed.returncode
+        print(f"gdlseg train: the training failed (exit code {code}); see the messages above", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    print(f"gdlseg train: done; model in {args.output / 'models' / 'model.pt'}", file=sys.stderr)
+    return EXIT_OK
