@@ -46,7 +46,7 @@ def test_train_runs_the_bundle_and_tracks_one_finished_run(dataset, tmp_path):
 def test_dry_run_prints_the_torchrun_command_for_several_processes(dataset, tmp_path):
     result = gdlseg("train", "--dataset", str(dataset), "--output", str(tmp_path), "--nproc-per-node", "2", "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert "torch.distributed.run --nproc_per_node=2" in result.stderr
+    assert "torch.distributed.run --standalone --nproc_per_node=2" in result.stderr
     assert "multi_gpu_train.yaml" in result.stderr
     assert not list(tmp_path.iterdir())
 

@@ -53,7 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--run-name", help="MLflow run name (default: a unique generated name)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT/models")
     parser.add_argument(
-        "--nproc-per-node", type=int, default=1, help="processes (GPUs) per node: above 1 runs torchrun with DDP"
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        help="processes (GPUs) on this machine: above 1 runs torchrun with DDP (several machines: see README)",
     )
     parser.add_argument(
         "--set", action="append", default=[], metavar="ID=VALUE", help="any other bundle override, e.g. num_workers=0"
@@ -115,7 +118,7 @@ def bundle_command(bundle: Path, overrides: dict[str, str], nproc_per_node: int 
     configs = [str(bundle / "configs" / "train.yaml")]
     if nproc_per_node > 1:
         configs.append(str(bundle / "configs" / "multi_gpu_train.yaml"))
-        launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc_per_node}"]
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}"]
     else:
         launcher = [sys.executable]
     command = [*launcher, "-m", "monai.bundle", "run", "--config_file", repr(configs), "--bundle_root", str(bundle)]

@@ -1,9 +1,11 @@
-"""Per-class Dice as an Ignite metric for MONAI's evaluators."""
+"""Per-class Dice as an Ignite metric for MONAI's evaluators, gathered across distributed ranks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine
 from ignite.metrics import Metric
@@ -12,10 +14,19 @@ from ignite.metrics.metric import reinit__is_reduced
 from gdlseg.data.datalist import case_name
 from gdlseg.evaluation.dice import dice_per_class
 
+Case = TypeVar("Case")
+
 
 def _labels(tensor: torch.Tensor) -> torch.Tensor:
     """A ``(C, *spatial)`` prediction/one-hot, or a ``(1, *spatial)`` label map → ``(*spatial)`` labels."""
     return tensor.argmax(dim=0) if tensor.shape[0] > 1 else tensor[0].round()
+
+
+def interleave(shards: Sequence[Sequence[Case]]) -> list[Case]:
+    """Merge per-rank lists so that rank r's i-th item lands at position ``i·W + r``: the dataset order
+    of a ``DistributedSampler(shuffle=False)``, which gives rank r the items r, r + W, r + 2W, …"""
+    longest = max((len(shard) for shard in shards), default=0)
+    return [shard[index] for index in range(longest) for shard in shards if index < len(shard)]
 
 
 class PerClassDice(Metric):
@@ -27,6 +38,15 @@ class PerClassDice(Metric):
     prediction and reference are left out of that class's mean). When attached, the engine's metrics
     also get ``<prefix>_<class_name>`` for every foreground class, and ``case_scores`` keeps the
     per-case table for reports.
+
+    Distributed runs: in an initialised process group (torchrun) each rank scores the cases its
+    sampler gives it, and the first of ``compute()``, ``per_class()`` or ``case_scores`` after an
+    update gathers every rank's cases. That is a collective: every rank must make the call, as Ignite
+    does when the epoch completes (a report reading ``case_scores`` on rank 0 afterwards is served from
+    the gathered copy). The values are then exactly those of one process scoring every case, provided
+    each case is scored once: validate with MONAI's ``DistributedSampler(even_divisible=False,
+    shuffle=False)``, which also makes ``case_scores`` follow the dataset order (see :func:`interleave`);
+    ``even_divisible=True`` repeats cases to even out the ranks, and they would count twice.
 
     Args:
         class_names: one name per output channel, background first.
@@ -49,8 +69,9 @@ class PerClassDice(Metric):
 
     @reinit__is_reduced
     def reset(self) -> None:
-        self._scores: list[torch.Tensor] = []
-        self.case_scores: list[dict] = []
+        # One (case row, (C − 1,) foreground scores) pair per case scored on this rank.
+        self._local_cases: list[tuple[dict, torch.Tensor]] = []
+        self._all_cases: list[tuple[dict, torch.Tensor]] | None = None
 
     @reinit__is_reduced
     def update(self, output) -> None:
@@ -58,19 +79,35 @@ class PerClassDice(Metric):
         for prediction, label in zip(predictions, labels):
             scores = dice_per_class(
                 _labels(prediction).unsqueeze(0).cpu(), _labels(label).unsqueeze(0).cpu(), len(self.class_names)
-            )[0]
-            self._scores.append(scores[1:])
+            )[0][1:]
             meta = getattr(label, "meta", {}) or getattr(prediction, "meta", {})
-            name = case_name(meta.get("filename_or_obj", f"case_{len(self.case_scores):04d}"))
-            self.case_scores.append(
-                {"case": name, **{cls: float(s) for cls, s in zip(self.class_names[1:], scores[1:].tolist())}}
-            )
+            # Without a file name, number cases as one process would (rank r's i-th case is i·W + r).
+            number = len(self._local_cases) * idist.get_world_size() + idist.get_rank()
+            name = case_name(meta.get("filename_or_obj", f"case_{number:04d}"))
+            row = {"case": name, **{cls: float(s) for cls, s in zip(self.class_names[1:], scores.tolist())}}
+            self._local_cases.append((row, scores))
+        self._all_cases = None
+
+    def _cases(self) -> list[tuple[dict, torch.Tensor]]:
+        """Every rank's cases: gathered once after the last update (a collective), or this rank's alone
+        outside a process group."""
+        if idist.get_world_size() == 1:
+            return self._local_cases
+        if self._all_cases is None:
+            self._all_cases = interleave(idist.all_gather(self._local_cases))
+        return self._all_cases
+
+    @property
+    def case_scores(self) -> list[dict]:
+        """One row per case: ``{"case": name, <class name>: Dice, …}`` (NaN where a class is undefined)."""
+        return [row for row, _ in self._cases()]
 
     def per_class(self) -> torch.Tensor:
         """``(C − 1,)`` mean Dice of each foreground class over cases (NaN if never scored)."""
-        if not self._scores:
+        cases = self._cases()
+        if not cases:
             return torch.full((len(self.class_names) - 1,), float("nan"), dtype=torch.float64)
-        return torch.nanmean(torch.stack(self._scores), dim=0)
+        return torch.nanmean(torch.stack([scores for _, scores in cases]), dim=0)
 
     def compute(self) -> float:
         return float(torch.nanmean(self.per_class()))

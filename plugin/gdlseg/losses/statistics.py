@@ -21,6 +21,8 @@ from typing import NamedTuple
 
 import torch
 
+from gdlseg.losses.distributed import statistics_world_size, sum_over_processes
+
 
 class ClassStatistics(NamedTuple):
     """Per-class sums, each of shape ``(R, C)``: R = batch size, or 1 once reduced over the batch.
@@ -289,12 +291,19 @@ def softmax_label_map_statistics(
 
 
 def reduce_over_batch(statistics: ClassStatistics) -> ClassStatistics:
-    """Sum per-sample statistics over the batch: ``(B, C) → (1, C)``.
+    """Sum per-sample statistics over the batch: ``(B, C) → (1, C)``, and over the processes of a
+    distributed run when a process group is initialised.
 
-    This is the single place where batch statistics are combined; a reduction across the
-    processes of a distributed run belongs here, so that batch-mode losses see the global batch.
+    This is the single place where batch statistics are combined. In a process group every field
+    is also summed over the ranks, differentiably, so that a batch-mode loss is the loss of the
+    global batch on every rank and DDP's averaged gradient is the global batch's gradient (the math
+    and the policy are in :mod:`gdlseg.losses.distributed`; :func:`gdlseg.losses.distributed.rank_local`
+    turns it off).
     """
-    return ClassStatistics(*(None if field is None else field.sum(dim=0, keepdim=True) for field in statistics))
+    summed = [None if field is None else field.sum(dim=0, keepdim=True) for field in statistics]
+    if statistics_world_size() > 1:
+        summed = sum_over_processes(summed)
+    return ClassStatistics(*summed)
 
 
 def dice_ratio(
