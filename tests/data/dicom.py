@@ -1,12 +1,20 @@
-"""Write small DICOM series with SimpleITK for tests (patient tags included on purpose)."""
+"""Write small DICOM series with SimpleITK for tests (patient tags included on purpose).
+
+``positions`` replaces the slice positions of a regular grid: irregular series (missing slices,
+uneven spacing, gantry tilt) are written by giving the position of every slice.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+PATIENT_NAME = "DOE^JANE"
+PATIENT_ID = "PID-0042"
 
 
 def write_dicom_series(
@@ -16,10 +24,14 @@ def write_dicom_series(
     origin=(-40.0, -30.0, 12.0),
     direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
     series_uid: str = "1.2.826.0.1.3680043.2.1125.1.1",
-    patient_name: str = "DOE^JANE",
-    patient_id: str = "PID-0042",
+    patient_name: str = PATIENT_NAME,
+    patient_id: str = PATIENT_ID,
+    description: str = "AX SOFT TISSUE",
+    positions: Sequence[Sequence[float]] | None = None,
+    prefix: str = "slice",
 ) -> sitk.Image:
-    """Write ``volume`` (z, y, x int16) as one CT series of 2D slices; return the image it encodes."""
+    """Write ``volume`` (z, y, x int16) as one CT series of 2D slices; return the image it encodes
+    (the regular grid; with ``positions`` the files say otherwise)."""
     folder.mkdir(parents=True, exist_ok=True)
     image = sitk.GetImageFromArray(volume.astype(np.int16))
     image.SetSpacing(spacing)
@@ -33,20 +45,28 @@ def write_dicom_series(
     )
     for index in range(image.GetDepth()):
         slice_ = image[:, :, index]
+        position = positions[index] if positions is not None else image.TransformIndexToPhysicalPoint((0, 0, index))
         for tag, value in {
             "0010|0010": patient_name,
             "0010|0020": patient_id,
+            "0010|0030": "19700101",
             "0008|0060": "CT",
             "0008|0020": stamp,
+            "0008|103e": description,
             "0020|000d": series_uid + ".0",
             "0020|000e": series_uid,
             "0020|0037": orientation,
-            "0020|0032": "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, index))),
+            "0020|0032": "\\".join(str(float(v)) for v in position),
             "0020|0013": str(index + 1),
             "0018|0050": str(spacing[2]),
             "0008|0018": f"{series_uid}.{index + 1}",
         }.items():
             slice_.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice_{index:03d}.dcm"))
+        writer.SetFileName(str(folder / f"{prefix}_{index:03d}.dcm"))
         writer.Execute(slice_)
     return image
+
+
+def regular_positions(count: int, spacing: float = 2.5, origin=(-40.0, -30.0, 12.0)) -> list[list[float]]:
+    """Axial slice positions ``origin + k · spacing · z``."""
+    return [[origin[0], origin[1], origin[2] + k * spacing] for k in range(count)]

@@ -60,14 +60,31 @@ def resolve_class_weights(
     Raises:
         ValueError: a list of the wrong length, or with a negative, NaN or infinite entry.
     """
+    weights = validate_class_weights(class_weights, num_classes)
+    return volume_class_weights(volumes, max_ratio) if weights == "auto" else weights
+
+
+def validate_class_weights(class_weights: str | Sequence[float], num_classes: int) -> str | list[float]:
+    """``"auto"``, or the list as floats after checking it (without reading any label).
+
+    Raises:
+        ValueError: naming ``class_weights``: not 'auto' nor a list, a list of the wrong length, or
+            an entry that is not a finite number >= 0.
+    """
     if isinstance(class_weights, str):
         if class_weights != "auto":
             raise ValueError(f"class_weights must be 'auto' or a list of numbers, got {class_weights!r}.")
-        return volume_class_weights(volumes, max_ratio)
-    weights = [float(w) for w in class_weights]
-    if len(weights) != num_classes:
-        raise ValueError(f"class_weights has {len(weights)} entries but num_classes is {num_classes}.")
-    for index, weight in enumerate(weights):
-        if not math.isfinite(weight) or weight < 0:
+        return class_weights
+    if not isinstance(class_weights, Sequence):
+        raise ValueError(f"class_weights must be 'auto' or a list of numbers, got {class_weights!r}.")
+    if len(class_weights) != num_classes:
+        raise ValueError(f"class_weights has {len(class_weights)} entries but num_classes is {num_classes}.")
+    weights = []
+    for index, weight in enumerate(class_weights):
+        try:
+            weights.append(float(weight))
+        except (TypeError, ValueError):
+            raise ValueError(f"class_weights[{index}] = {weight!r} is not a number.") from None
+        if not math.isfinite(weights[-1]) or weights[-1] < 0:
             raise ValueError(f"class_weights[{index}] = {weight}: every class weight must be a finite number >= 0.")
     return weights

@@ -17,7 +17,9 @@ from gdlseg.data.readers import is_dicom_series_folder
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
-def _resolve(item: dict | str, dataset_dir: Path) -> dict:
+def resolve_case(item: dict | str, dataset_dir: os.PathLike | str) -> dict:
+    """A datalist entry as ``{"image": path[, "label": path, …]}``, relative paths joined to ``dataset_dir``."""
+    dataset_dir = Path(dataset_dir)
     entry = {"image": item} if isinstance(item, str) else dict(item)
     for key in ("image", "label"):
         if key in entry and not os.path.isabs(entry[key]):
@@ -60,9 +62,9 @@ def split_datalist(
         raise ValueError(f"part must be 'training' or 'validation', got {part!r}.")
     content = read_datalist(datalist)
     base = Path(dataset_dir)
-    training = [_resolve(item, base) for item in content["training"]]
+    training = [resolve_case(item, base) for item in content["training"]]
     if content.get("validation"):
-        validation = [_resolve(item, base) for item in content["validation"]]
+        validation = [resolve_case(item, base) for item in content["validation"]]
         return training if part == "training" else validation
     order = list(range(len(training)))
     random.Random(seed).shuffle(order)
@@ -108,7 +110,7 @@ def inference_inputs(inputs: os.PathLike | str | list, dataset_dir: os.PathLike 
         if path.suffix == ".json" and path.is_file():
             content = read_datalist(path)
             listed = content.get("test") or content["training"]
-            cases += [{"image": _resolve(item, Path(dataset_dir))["image"]} for item in listed]
+            cases += [{"image": resolve_case(item, Path(dataset_dir))["image"]} for item in listed]
         elif path.is_dir() and is_dicom_series_folder(path):
             cases.append({"image": str(path)})
         elif path.is_dir():

@@ -1,15 +1,23 @@
-"""A SimpleITK-backed MONAI ``ImageReader`` for NRRD, MetaImage and DICOM series.
+"""Reading scans: SimpleITK for every format (files and DICOM series), nibabel for NIfTI arrays.
 
-NIfTI goes through MONAI's ``NibabelReader``; everything else SimpleITK reads goes through this one.
-The array is returned in ``(x, y, z)`` index order with a RAS affine, the conventions of MONAI's
-other readers, so that ``Orientationd``/``Spacingd`` and their inverses treat every format alike.
-No DICOM tag other than geometry is copied into the metadata (patient tags never leave the file).
+:func:`read_image` returns a ``sitk.Image`` (inference, conversion). :func:`read_header` and
+:func:`read_array` give the shape, RAS affine and voxels the training pipeline sees (MONAI's
+``NibabelReader`` for NIfTI, :class:`SimpleITKReader` for the rest), for dataset checks and
+fingerprints. Arrays and shapes are in ``(x, y, z[, …])`` index order and affines map those indices
+to RAS millimetres, MONAI's conventions, so that ``Orientationd``/``Spacingd`` and their inverses
+treat every format alike.
+
+Every reader raises :class:`ScanError` (a ``ValueError``) naming the file or folder and what is
+wrong: missing, unreadable, truncated or corrupt files (NIfTI is verified end to end,
+:mod:`gdlseg.data.nifti`), folders with several DICOM series or an irregular one
+(:mod:`gdlseg.data.dicom`). No DICOM tag other than geometry is copied into any metadata.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,50 +26,56 @@ from monai.data import ImageReader
 from monai.data.image_reader import _copy_compatible_dict, _stack_images
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
+from gdlseg.data.dicom import is_dicom_series_folder, read_dicom_series
+from gdlseg.data.errors import ScanError, itk_reason, quiet_itk
+from gdlseg.data.nifti import is_nifti, nifti_header, read_nifti, verify_nifti
+
+__all__ = [
+    "ScanError",
+    "ScanHeader",
+    "SimpleITKReader",
+    "is_dicom_series_folder",
+    "ras_affine",
+    "read_array",
+    "read_dicom_series",
+    "read_header",
+    "read_image",
+    "without_metadata",
+]
+
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".nii", ".nii.gz")
 # Converts ITK's LPS physical space to MONAI's RAS.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def is_dicom_series_folder(path: os.PathLike | str) -> bool:
-    """True for a folder that holds at least one DICOM series SimpleITK can read."""
-    if not Path(path).is_dir():
-        return False
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns about every non-DICOM folder it scans
-    try:
-        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+def read_image(path: os.PathLike | str, series_uid: str | None = None, allow_irregular: bool = False) -> sitk.Image:
+    """Read an image file, or one DICOM series of a folder, with SimpleITK.
 
-
-def read_dicom_series(folder: os.PathLike | str, series_uid: str | None = None) -> sitk.Image:
-    """Read one DICOM series from ``folder``.
+    Args:
+        path: an image file SimpleITK reads (NIfTI, NRRD, MetaImage, a DICOM file) or a DICOM folder.
+        series_uid: the series to read from a folder holding several (ignored for files).
+        allow_irregular: read an irregular DICOM series with a warning instead of refusing it.
 
     Raises:
-        ValueError: no series, or several series and no ``series_uid`` (the message lists them).
+        ScanError: a missing, unreadable, truncated or corrupt file; see :func:`read_dicom_series`
+            for folders.
     """
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series:
-        raise ValueError(f"{folder}: no DICOM series found in this folder.")
-    if series_uid is None:
-        if len(series) > 1:
-            raise ValueError(f"{folder}: holds {len(series)} DICOM series ({', '.join(series)}); choose one.")
-        series_uid = series[0]
-    elif series_uid not in series:
-        raise ValueError(f"{folder}: no DICOM series {series_uid}; it holds {', '.join(series)}.")
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
-    return reader.Execute()
+    path = Path(path)
+    if path.is_dir():
+        return read_dicom_series(path, series_uid, allow_irregular)
+    if not path.is_file():
+        raise ScanError(path, "does not exist")
+    if is_nifti(path):
+        verify_nifti(path)
+    with quiet_itk():
+        try:
+            return sitk.ReadImage(str(path))
+        except RuntimeError as error:
+            raise ScanError(path, f"cannot be read: {itk_reason(error, path)}") from error
 
 
-def read_image(path: os.PathLike | str) -> sitk.Image:
-    """Read a file or a DICOM series folder with SimpleITK."""
-    return read_dicom_series(path) if Path(path).is_dir() else sitk.ReadImage(str(path))
-
-
-def ras_affine(image: sitk.Image) -> np.ndarray:
-    """The 4×4 RAS affine mapping ``(x, y, z)`` voxel indices of ``image`` to millimetres."""
+def ras_affine(image: sitk.Image | sitk.ImageFileReader) -> np.ndarray:
+    """The 4×4 RAS affine mapping ``(x, y, z)`` voxel indices of ``image`` (or of a reader's header) to mm."""
     dimension = image.GetDimension()
     direction = np.array(image.GetDirection(), dtype=np.float64).reshape(dimension, dimension)
     affine = np.eye(4)
@@ -70,18 +84,87 @@ def ras_affine(image: sitk.Image) -> np.ndarray:
     return LPS_TO_RAS @ affine
 
 
+@dataclass(frozen=True)
+class ScanHeader:
+    """What the training pipeline's readers see of a scan before its voxels.
+
+    ``shape`` is in ``(x, y, z[, …])`` order, a trailing channel (vector pixels) included; ``affine``
+    maps the first three indices to RAS millimetres.
+    """
+
+    shape: tuple[int, ...]
+    affine: np.ndarray
+
+
+def read_header(path: os.PathLike | str) -> ScanHeader:
+    """The shape and RAS affine of a scan as the training pipeline reads it: nibabel for NIfTI
+    (MONAI's ``NibabelReader``), SimpleITK for the rest. Reads only the header, except for DICOM
+    series (whose geometry needs every slice's header; the series is read whole).
+
+    Raises:
+        ScanError: missing or unreadable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        image = read_dicom_series(path)
+        return ScanHeader(_shape(image.GetSize(), image.GetNumberOfComponentsPerPixel()), ras_affine(image))
+    if not path.is_file():
+        raise ScanError(path, "does not exist")
+    if is_nifti(path):
+        image = nifti_header(path)
+        return ScanHeader(tuple(int(n) for n in image.shape), np.asarray(image.affine, dtype=np.float64))
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    with quiet_itk():
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as error:
+            raise ScanError(path, f"cannot be read: {itk_reason(error, path)}") from error
+    return ScanHeader(_shape(reader.GetSize(), reader.GetNumberOfComponents()), ras_affine(reader))
+
+
+def _shape(size: Sequence[int], components: int) -> tuple[int, ...]:
+    """A SimpleITK size with its vector components as a trailing axis, as MONAI's readers shape arrays."""
+    return tuple(size) + ((components,) if components > 1 else ())
+
+
+def read_array(path: os.PathLike | str) -> tuple[np.ndarray, np.ndarray]:
+    """The voxels of a scan in ``(x, y, z[, …])`` order and its RAS affine, as the training
+    pipeline reads them (NIfTI verified by :func:`read_nifti`; scaling slopes applied).
+
+    Raises:
+        ScanError: missing, unreadable, truncated or corrupt.
+    """
+    path = Path(path)
+    if is_nifti(path) and path.is_file():
+        image = read_nifti(path)
+        return np.asanyarray(image.dataobj), np.asarray(image.affine, dtype=np.float64)
+    image = read_image(path)
+    return _xyz_array(image), ras_affine(image)
+
+
+def _xyz_array(image: sitk.Image) -> np.ndarray:
+    """SimpleITK's array is ``(z, y, x[, components])``; MONAI's readers return ``(x, y, z[, components])``."""
+    array = sitk.GetArrayFromImage(image)
+    spatial = image.GetDimension()
+    order = tuple(reversed(range(spatial))) + tuple(range(spatial, array.ndim))
+    return np.ascontiguousarray(array.transpose(order))
+
+
 class SimpleITKReader(ImageReader):
     """Load NRRD, MetaImage (.mha/.mhd), single DICOM files and DICOM series folders via SimpleITK.
 
     Args:
         series_uid: the DICOM series to read from a folder holding several.
         nifti: also accept NIfTI files (by default they are left to ``NibabelReader``).
+        allow_irregular: read irregular DICOM series with a warning (see :func:`read_dicom_series`).
     """
 
-    def __init__(self, series_uid: str | None = None, nifti: bool = False) -> None:
+    def __init__(self, series_uid: str | None = None, nifti: bool = False, allow_irregular: bool = False) -> None:
         super().__init__()
         self.series_uid = series_uid
         self.nifti = nifti
+        self.allow_irregular = allow_irregular
 
     def verify_suffix(self, filename: Sequence[os.PathLike] | os.PathLike) -> bool:
         suffixes = SITK_SUFFIXES if self.nifti else SITK_SUFFIXES[:-2]
@@ -92,12 +175,7 @@ class SimpleITKReader(ImageReader):
         return True
 
     def read(self, data: Sequence[os.PathLike] | os.PathLike, **kwargs) -> list[sitk.Image] | sitk.Image:
-        images = []
-        for name in ensure_tuple(data):
-            if Path(name).is_dir():
-                images.append(read_dicom_series(name, self.series_uid))
-            else:
-                images.append(sitk.ReadImage(str(name)))
+        images = [read_image(name, self.series_uid, self.allow_irregular) for name in ensure_tuple(data)]
         return images if len(images) > 1 else images[0]
 
     def get_data(self, img) -> tuple[np.ndarray, dict]:
@@ -112,10 +190,15 @@ class SimpleITKReader(ImageReader):
             header[MetaKeys.SPACE] = SpaceKeys.RAS
             header[MetaKeys.ORIGINAL_CHANNEL_DIM] = float("nan") if image.GetNumberOfComponentsPerPixel() == 1 else -1
             header["spacing"] = np.asarray(image.GetSpacing())
-            # SimpleITK's array is (z, y, x[, components]); MONAI's readers return (x, y, z[, components]).
-            array = sitk.GetArrayFromImage(image)
-            spatial = image.GetDimension()
-            order = tuple(reversed(range(spatial))) + tuple(range(spatial, array.ndim))
-            arrays.append(np.ascontiguousarray(array.transpose(order)))
+            arrays.append(_xyz_array(image))
             _copy_compatible_dict(header, meta)
         return _stack_images(arrays, meta), meta
+
+
+def without_metadata(image: sitk.Image) -> sitk.Image:
+    """A copy of ``image`` with its voxels and geometry only: no metadata dictionary entry (a DICOM
+    file read by SimpleITK carries every tag, patient tags included, and some writers store them)."""
+    copy = sitk.Image(image)
+    for key in copy.GetMetaDataKeys():
+        copy.EraseMetaData(key)
+    return copy

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,49 +11,13 @@ import torch
 import yaml
 from ignite.engine import Engine, Events
 
+from gdlseg.data.atomic import write_json_atomically, write_text_atomically
 from gdlseg.engines.outputs import iteration_loss
 from gdlseg.engines.run_config import executed_config
+from gdlseg.evaluation.plots import pyplot, save_class_distribution, save_figure, save_overlay
+from gdlseg.evaluation.report import summarize, write_csv_atomically
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_class_distribution(volumes: Sequence[int], class_names: Sequence[str], path: os.PathLike | str) -> str:
-    """Bar chart (log scale) of the training labels' class volumes."""
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.bar(list(class_names), np.maximum(np.asarray(volumes, dtype=float), 1))
-    axis.set_yscale("log")
-    axis.set_ylabel("voxels in training labels")
-    axis.set_title("Class volumes")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return str(path)
-
-
-def save_overlay(image: np.ndarray, reference: np.ndarray, prediction: np.ndarray, path: os.PathLike | str) -> str:
-    """Image slice with the reference and predicted label contours side by side (middle of the
-    slice holding the most foreground)."""
-    plt = _pyplot()
-    axial = int(np.argmax((reference > 0).sum(axis=(0, 1)))) if reference.any() else image.shape[2] // 2
-    figure, axes = plt.subplots(1, 2, figsize=(8, 4))
-    for axis, labels, title in ((axes[0], reference, "reference"), (axes[1], prediction, "prediction")):
-        axis.imshow(image[:, :, axial].T, cmap="gray", origin="lower")
-        masked = np.ma.masked_where(labels[:, :, axial] == 0, labels[:, :, axial])
-        axis.imshow(masked.T, cmap="tab10", alpha=0.5, origin="lower", vmin=0, vmax=9, interpolation="nearest")
-        axis.set_title(f"{title}, slice {axial}")
-        axis.axis("off")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return str(path)
+__all__ = ["EvaluationReport", "TrainingReport", "save_class_distribution", "save_overlay"]
 
 
 class TrainingReport:
@@ -101,7 +64,7 @@ class TrainingReport:
         self.folder.mkdir(parents=True, exist_ok=True)
         config = executed_config()
         if config is not None:
-            (self.folder / "executed_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+            write_text_atomically(self.folder / "executed_config.yaml", yaml.safe_dump(config, sort_keys=False))
         if self.class_volumes is not None and self.class_names:
             save_class_distribution(self.class_volumes, self.class_names, self.folder / "class_distribution.png")
 
@@ -138,12 +101,8 @@ class TrainingReport:
         self.folder.mkdir(parents=True, exist_ok=True)
         rows = [self.rows_by_epoch[epoch] for epoch in sorted(self.rows_by_epoch)]
         keys = sorted({key for row in rows for key in row}, key=lambda k: (k != "epoch", k != "train_loss", k))
-        with open(self.folder / "metrics.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
-        plt = _pyplot()
-        figure, axis = plt.subplots(figsize=(6, 3.5))
+        write_csv_atomically(self.folder / "metrics.csv", rows, keys)
+        figure, axis = pyplot().subplots(figsize=(6, 3.5))
         losses = [(row["epoch"], row["train_loss"]) for row in rows if "train_loss" in row]
         if losses:
             axis.plot(*zip(*losses), label="train loss")
@@ -153,9 +112,7 @@ class TrainingReport:
                 axis.plot(*zip(*points), marker="o", label=key)
         axis.set_xlabel("epoch")
         axis.legend(fontsize=7)
-        figure.tight_layout()
-        figure.savefig(self.folder / "training_curves.png", dpi=100)
-        plt.close(figure)
+        save_figure(figure, self.folder / "training_curves.png")
 
     def files(self) -> list[str]:
         """The report files written so far (for the tracker's artifacts)."""
@@ -168,7 +125,8 @@ def _numpy(tensor) -> np.ndarray:
 
 class EvaluationReport:
     """Write ``per_case_dice.csv`` (one row per case, one column per foreground class) and
-    ``summary.json`` (mean, median, std and count of scored cases per class) when the evaluator ends.
+    ``summary.json`` (per class: mean, median, std and count of the cases where the class is scored,
+    by :func:`gdlseg.evaluation.report.summarize`; and ``mean_dice``) when the evaluator ends.
 
     Args:
         output_dir: the folder for both files.
@@ -183,24 +141,11 @@ class EvaluationReport:
         engine.add_event_handler(Events.COMPLETED, self.write)
 
     def write(self, engine: Engine) -> None:
-        import json
-
         self.folder.mkdir(parents=True, exist_ok=True)
         class_names = self.metric.class_names[1:]
         rows = self.metric.case_scores
-        with open(self.folder / "per_case_dice.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["case", *class_names])
-            writer.writeheader()
-            writer.writerows(rows)
-        summary = {}
-        for name in class_names:
-            values = np.array([row[name] for row in rows], dtype=float)
-            scored = values[np.isfinite(values)]
-            summary[name] = {
-                "mean": float(scored.mean()) if scored.size else None,
-                "median": float(np.median(scored)) if scored.size else None,
-                "std": float(scored.std()) if scored.size else None,
-                "cases": int(scored.size),
-            }
-        summary["mean_dice"] = self.metric.compute()
-        (self.folder / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_csv_atomically(self.folder / "per_case_dice.csv", rows, ["case", *class_names])
+        summary: dict = {name: summarize(row[name] for row in rows) for name in class_names}
+        mean_dice = self.metric.compute()
+        summary["mean_dice"] = mean_dice if np.isfinite(mean_dice) else None
+        write_json_atomically(self.folder / "summary.json", summary)
