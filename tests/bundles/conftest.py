@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -87,11 +88,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real MLflow tracking server on 127.0.0.1 with a SQLite backend."""
-    folder = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
+def start_mlflow_server(folder: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A real MLflow tracking server on 127.0.0.1 with a SQLite backend in ``folder``; waits until it answers.
+
+    Restarting it on the same folder and port gives the same store back.
+    """
+    port = port or free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
     process = subprocess.Popen(
         [
@@ -110,6 +112,7 @@ def mlflow_server(tmp_path_factory):
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the server and its workers stop together
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -117,15 +120,25 @@ def mlflow_server(tmp_path_factory):
         try:
             with urllib.request.urlopen(uri + "/health", timeout=2) as response:
                 if response.status == 200:
-                    break
+                    return process, uri
         except OSError:
             time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("mlflow server did not start within 120 s")
-    yield uri
-    process.terminate()
+    stop_mlflow_server(process)
+    pytest.fail("mlflow server did not start within 120 s")
+
+
+def stop_mlflow_server(process: subprocess.Popen) -> None:
+    """Kill a server from :func:`start_mlflow_server` with its worker processes at once, as a crash would."""
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on 127.0.0.1 with a SQLite backend."""
+    process, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow_server"))
+    yield uri
+    stop_mlflow_server(process)
 
 
 def runs_of(tracking_uri: str, experiment: str = "gdlseg"):

@@ -104,31 +104,3 @@ def test_outputs_must_stay_outside_the_bundle(tmp_path):
             assert "is inside the bundle folder" in str(error)
         else:
             raise AssertionError("an output folder inside the bundle must be refused")
-
-
-def test_trackers_starting_together_share_one_experiment(tmp_path):
-    """Two trainings that start at once both create the experiment: neither may fail for it."""
-    import threading
-
-    from mlflow.tracking import MlflowClient
-
-    from gdlseg.engines.tracking import MLflowTracker
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()  # create the schema once, as a first run would
-    found, errors = [], []
-
-    def start() -> None:
-        tracker = MLflowTracker(tmp_path, tracking_uri=uri, experiment_name="together")
-        tracker.client = MlflowClient(uri)
-        try:
-            found.append(tracker._experiment_id())
-        except Exception as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors and len(set(found)) == 1

@@ -1,18 +1,25 @@
-"""MLflow tracking of every train, evaluate and infer run, as one Ignite handler.
+"""MLflow tracking of every train, evaluate and infer run.
 
-Unlike ``monai.bundle run --tracking mlflow`` this handler
+One implementation of a run's lifecycle, :class:`TrackedRun`, used two ways:
 
-- always creates a new, uniquely named run (never resumes an unfinished one, so two trainings at
-  once never merge) through an explicit ``MlflowClient`` (no global active run);
-- logs the effective hyperparameters it is given, flattened (``optimizer.lr``), version tags, the
-  git commit when there is one, and a dataset fingerprint (no patient paths);
-- logs training loss and learning rate per iteration (sent once per epoch) and the evaluator's
-  metrics per epoch;
-- ends the run FINISHED, FAILED on an exception, KILLED on Ctrl-C or SIGTERM;
-- keeps training when the tracking server cannot be reached, with a warning.
+- ``with tracked_run(output_dir, job="evaluate", ...) as run:`` for code without an Ignite engine
+  (the evaluate and infer commands);
+- :class:`MLflowTracker`, an Ignite handler for MONAI trainers and evaluators (the bundle configs).
+
+Each run
+
+- is always a new, uniquely named run (an unfinished one is never resumed, so two trainings at once
+  never merge), made through an explicit ``MlflowClient`` (no global active run);
+- logs the hyperparameters it is given, flattened (``optimizer.lr``), version tags, the git commit
+  when there is one, the training run it derives from (``gdlseg.training_run_id``), no patient paths;
+- ends FINISHED, FAILED on an exception (tag ``gdlseg.error``), KILLED on Ctrl-C or SIGTERM;
+- keeps going when the tracking store cannot be reached, at the start or in the middle of the run:
+  a warning names the spool file ``<output_dir>/mlflow_spool/<run name>.jsonl`` that receives what
+  could not be sent, for :func:`gdlseg.engines.tracking_spool.replay_spool` to send later.
 
 Store: ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else a SQLite database
-``<output_dir>/mlflow/mlflow.db`` with artifacts in ``<output_dir>/mlflow/artifacts``.
+``<output_dir>/mlflow/mlflow.db`` with artifacts in ``<output_dir>/mlflow/artifacts``; the URI
+``none`` disables tracking (no run, nothing spooled).
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ import math
 import os
 import platform
 import signal
+import socket
 import subprocess
 import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +46,12 @@ from ignite.engine import Engine, Events
 
 from gdlseg.data.atomic import write_json_atomically
 from gdlseg.engines.outputs import iteration_loss
+from gdlseg.engines.tracking_spool import BATCH_METRICS, BATCH_PARAMS, SPOOL_FOLDER, Spool
 
 logger = logging.getLogger("gdlseg.tracking")
 MAX_PARAM_LENGTH = 6000
+MAX_TAG_LENGTH = 5000
+TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
 def default_tracking_uri(output_dir: os.PathLike | str) -> str:
@@ -108,7 +120,38 @@ def software_tags(bundle_root: os.PathLike | str | None = None) -> dict[str, str
     return tags
 
 
-def _server_reachable(uri: str, timeout: float = 5.0) -> bool:
+def unique_run_name(job: str) -> str:
+    """``<job>-<UTC time>-<6 random hex digits>``: unique even for runs started in the same second."""
+    return f"{job}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
+def experiment_id(client, name: str, tracking_uri: str) -> str:
+    """The id of experiment ``name``, created if missing (another run may create it at the same moment).
+
+    A new experiment in a SQLite store keeps its artifacts in ``artifacts/`` next to the database.
+    """
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if tracking_uri.startswith("sqlite:"):
+        artifact_location = (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def server_reachable(uri: str, timeout: float = 5.0) -> bool:
+    """False when ``uri`` is an HTTP(S) tracking server whose ``/health`` does not answer 200 within ``timeout``.
+
+    Checked before each request: MLflow's own client retries an unreachable server for minutes.
+    """
     if not uri.startswith(("http://", "https://")):
         return True
     try:
@@ -118,27 +161,305 @@ def _server_reachable(uri: str, timeout: float = 5.0) -> bool:
         return False
 
 
-class MLflowTracker:
-    """Track one run (train, evaluate or infer) of a MONAI engine in MLflow.
+def read_run_record(path: os.PathLike | str | None) -> dict[str, Any]:
+    """The run record JSON (run id, tracking URI, ...) or ``{}`` when there is none."""
+    if path is None or not Path(path).is_file():
+        return {}
+    return json.loads(Path(path).read_text())
+
+
+class TrackedRun:
+    """One MLflow run, from creation to its final status; survives an unreachable store by spooling.
 
     Args:
-        output_dir: where the default SQLite store lives (``<output_dir>/mlflow``) and local files go.
-        job: "train", "evaluate" or "infer"; prefixes the generated run name and is a tag.
-        tracking_uri: MLflow tracking URI; None → ``$MLFLOW_TRACKING_URI`` or the SQLite default.
+        output_dir: where the default SQLite store (``<output_dir>/mlflow``) and the spool
+            (``<output_dir>/mlflow_spool``) live.
+        job: "train", "evaluate" or "infer"; prefixes the generated run name and is the tag ``gdlseg.job``.
+        tracking_uri: MLflow tracking URI; None → ``$MLFLOW_TRACKING_URI`` or the SQLite default;
+            ``"none"`` → tracking disabled (every call is a no-op).
         experiment_name: created if missing.
-        run_name: the run's name; None → ``<job>-<UTC time>-<random>``, unique.
-        params: hyperparameters, nested dicts allowed (flattened with dots).
-        tags: extra tags (e.g. a dataset fingerprint); nested dicts are flattened.
+        run_name: None → a unique generated name.
+        params: hyperparameters, nested mappings allowed (flattened with dots, values as strings).
+        tags: extra tags (flattened); the software versions and git commit are added.
         bundle_root: for the bundle version and git commit tags.
+        source_run_record: a training's ``mlflow_run.json``; its run id becomes ``gdlseg.training_run_id``.
+        run_record: a JSON file that receives this run's id, name, tracking URI (and the spool file
+            when it is used), for later evaluation and inference runs to point back at it.
+        resumed_from: the checkpoint a training resumes from; the run then gets the tag
+            ``gdlseg.resumed_run_id`` (the run in ``run_record`` before this one), and that run, if
+            still RUNNING although its process on this machine is gone (``kill -9``), is ended KILLED.
+
+    ``run_id`` is None before ``start()``, after the end, and when the store was unreachable at the start.
+    """
+
+    def __init__(
+        self,
+        output_dir: os.PathLike | str,
+        job: str = "train",
+        tracking_uri: str | None = None,
+        experiment_name: str = "gdlseg",
+        run_name: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        bundle_root: os.PathLike | str | None = None,
+        source_run_record: os.PathLike | str | None = None,
+        run_record: os.PathLike | str | None = None,
+        resumed_from: os.PathLike | str | None = None,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.job = job
+        self.tracking_uri = tracking_uri or default_tracking_uri(output_dir)
+        self.enabled = self.tracking_uri.strip().lower() != "none"
+        self.experiment_name = experiment_name
+        self.run_name = run_name or unique_run_name(job)
+        self.params = flatten(params or {})
+        self.extra_tags = flatten(tags or {})
+        self.bundle_root = bundle_root
+        self.source_run_record = Path(source_run_record) if source_run_record else None
+        self.run_record = Path(run_record) if run_record else None
+        self.resumed_from = resumed_from
+        self.run_id: str | None = None
+        self.status: str | None = None
+        self.spool: Spool | None = None
+        self._client = None
+        self._started = False
+        self._sent: list[dict[str, Any]] = []  # every record sent, for a complete spool if the store goes away
+
+    @property
+    def spool_path(self) -> Path:
+        return self.output_dir / SPOOL_FOLDER / f"{self.run_name}.jsonl"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> TrackedRun:
+        """Create the run (experiment if needed) and log its tags and params. Idempotent."""
+        if self._started or not self.enabled:
+            self._started = True
+            return self
+        self._started = True
+        tags = {"gdlseg.job": self.job, **software_tags(self.bundle_root), **self.extra_tags}
+        training_run = read_run_record(self.source_run_record).get("run_id")
+        if training_run:
+            tags["gdlseg.training_run_id"] = training_run
+        previous = read_run_record(self.run_record) if self.resumed_from else {}
+        if previous.get("run_id"):
+            tags["gdlseg.resumed_run_id"] = previous["run_id"]
+        start = {"op": "start", "experiment": self.experiment_name, "run_name": self.run_name, "tags": tags}
+        start.update(start_time=_now_ms(), run_id=None, tracking_uri=self.tracking_uri)
+        self._record(start, lambda: self._create_run(start))
+        if self.params:
+            self._record({"op": "params", "params": self.params}, lambda: self._send_params(self.params))
+        if previous.get("run_id") and previous.get("tracking_uri") == self.tracking_uri:
+            self._end_abandoned(previous)
+        self._write_run_record()
+        if self.run_id:
+            logger.info("MLflow run %s (%s) in %s", self.run_name, self.run_id, self.tracking_uri)
+        return self
+
+    def end(self, status: str = "FINISHED", error: BaseException | None = None) -> None:
+        """End the run with ``status`` (FINISHED, FAILED, KILLED); ``error`` goes to the tag ``gdlseg.error``."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"status must be one of {TERMINAL_STATUSES}, not {status!r}")
+        if not self._started or self.status is not None:
+            return
+        if self.enabled:
+            if error is not None:
+                self.set_tags({"gdlseg.error": f"{type(error).__name__}: {error}"[:MAX_TAG_LENGTH]})
+            record = {"op": "end", "status": status, "end_time": _now_ms()}
+            self._record(record, lambda: self._client.set_terminated(self.run_id, status, end_time=record["end_time"]))
+            if self.spool is not None:
+                logger.warning(
+                    "MLflow: this %s run (%s) ended %s with records the store %s did not receive; they are in %s. "
+                    "Send them with: python -m gdlseg.engines.tracking_spool replay %s --tracking-uri %s",
+                    self.job,
+                    self.run_name,
+                    status,
+                    self.tracking_uri,
+                    self.spool.path,
+                    self.spool.path.parent,
+                    self.tracking_uri,
+                )
+        self.status = status
+        self.run_id = None
+
+    # -- logging --------------------------------------------------------------------------------
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0, timestamp_ms: int | None = None) -> None:
+        """Log scalar metrics at ``step``."""
+        stamp = _now_ms() if timestamp_ms is None else timestamp_ms
+        self.log_metric_rows([(key, float(value), stamp, int(step)) for key, value in metrics.items()])
+
+    def log_metric_rows(self, rows: Sequence[tuple[str, float, int, int]]) -> None:
+        """Log ``(key, value, timestamp_ms, step)`` rows in batches (one request per 1000)."""
+        if rows and self._active():
+            record = {"op": "metrics", "metrics": [list(row) for row in rows]}
+            self._record(record, lambda: self._send_metrics(rows))
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        flat = flatten(tags)
+        if flat and self._active():
+            self._record({"op": "tags", "tags": flat}, lambda: self._send_tags(flat))
+
+    def log_artifacts(self, paths: Sequence[os.PathLike | str]) -> None:
+        """Upload files, and folders (under their own name); paths that do not exist are skipped."""
+        existing = [str(Path(path).resolve()) for path in paths if Path(path).exists()]
+        if existing and self._active():
+            self._record({"op": "artifacts", "paths": existing}, lambda: self._send_artifacts(existing))
+
+    # -- internals ------------------------------------------------------------------------------
+    def _active(self) -> bool:
+        return self.enabled and self._started and self.status is None
+
+    def _record(self, record: dict[str, Any], send: Callable[[], None]) -> None:
+        """Send ``record`` with ``send``; if the store fails, or failed before, write it to the spool."""
+        record["sent"] = False
+        if self.spool is None:
+            try:
+                if not server_reachable(self.tracking_uri):
+                    raise ConnectionError("its /health endpoint does not answer")
+                send()
+                record["sent"] = True
+                self._sent.append(record)
+                return
+            except Exception as error:  # any failure of the store: keep the record, stop contacting it
+                self._go_offline(error)
+        self.spool.append([record])
+
+    def _go_offline(self, error: BaseException) -> None:
+        self.spool = Spool(self.spool_path)
+        self.spool.append(self._sent)
+        self._sent = []
+        logger.warning(
+            "MLflow tracking store %s cannot be reached (%s): this %s runs on without it; what it does not "
+            "receive is kept in %s.",
+            self.tracking_uri,
+            f"{type(error).__name__}: {error}"[:300],
+            self.job,
+            self.spool.path,
+        )
+        self._write_run_record()
+
+    def _create_run(self, record: dict[str, Any]) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        experiment = experiment_id(self._client, self.experiment_name, self.tracking_uri)
+        run = self._client.create_run(
+            experiment, start_time=record["start_time"], tags=record["tags"], run_name=self.run_name
+        )
+        self.run_id = record["run_id"] = run.info.run_id
+
+    def _send_params(self, params: Mapping[str, str]) -> None:
+        from mlflow.entities import Param
+
+        entries = [Param(key, value) for key, value in params.items()]
+        for first in range(0, len(entries), BATCH_PARAMS):
+            self._client.log_batch(self.run_id, params=entries[first : first + BATCH_PARAMS])
+
+    def _send_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self._client.log_batch(self.run_id, tags=[RunTag(key, value[:MAX_TAG_LENGTH]) for key, value in tags.items()])
+
+    def _send_metrics(self, rows: Sequence[tuple[str, float, int, int]]) -> None:
+        from mlflow.entities import Metric
+
+        entries = [Metric(key, value, stamp, step) for key, value, stamp, step in rows]
+        for first in range(0, len(entries), BATCH_METRICS):
+            self._client.log_batch(self.run_id, metrics=entries[first : first + BATCH_METRICS])
+
+    def _send_artifacts(self, paths: Sequence[str]) -> None:
+        for path in map(Path, paths):
+            if path.is_file():
+                self._client.log_artifact(self.run_id, str(path))
+            else:
+                self._client.log_artifacts(self.run_id, str(path), artifact_path=path.name)
+
+    def _end_abandoned(self, previous: Mapping[str, Any]) -> None:
+        """End KILLED the previous run of this output folder if it is RUNNING and its process is gone."""
+        if self.spool is not None or previous.get("host") != socket.gethostname() or _alive(previous.get("pid")):
+            return
+        try:
+            run = self._client.get_run(previous["run_id"])
+            if run.info.status == "RUNNING":
+                note = f"process {previous.get('pid')} died without ending the run (kill -9 or a crash); "
+                self._client.set_tag(run.info.run_id, "gdlseg.error", note + f"resumed as run {self.run_id}")
+                self._client.set_terminated(run.info.run_id, "KILLED")
+        except Exception as error:  # the previous run may live in a store that no longer has it
+            logger.warning("Could not end the interrupted run %s: %s", previous["run_id"], error)
+
+    def _write_run_record(self) -> None:
+        if self.run_record is None:
+            return
+        record = {"run_id": self.run_id, "run_name": self.run_name, "experiment": self.experiment_name}
+        record.update(tracking_uri=self.tracking_uri, host=socket.gethostname(), pid=os.getpid())
+        if self.spool is not None:
+            record["spool"] = str(self.spool.path)
+        self.run_record.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(self.run_record, record)
+
+
+@contextmanager
+def tracked_run(
+    output_dir: os.PathLike | str,
+    job: str = "evaluate",
+    tracking_uri: str | None = None,
+    experiment_name: str = "gdlseg",
+    run_name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+    bundle_root: os.PathLike | str | None = None,
+    source_run_record: os.PathLike | str | None = None,
+) -> Iterator[TrackedRun]:
+    """An MLflow run around a block of code, for work without an Ignite engine (see :class:`TrackedRun`).
+
+    The block's end sets the status: normal exit (or ``SystemExit(0)``) → FINISHED, ``KeyboardInterrupt``
+    → KILLED, any other exception → FAILED (the exception propagates). In the main thread SIGTERM is
+    turned into ``KeyboardInterrupt`` while the block runs, so ``kill`` also ends the run KILLED.
+    """
+    run = TrackedRun(
+        output_dir,
+        job=job,
+        tracking_uri=tracking_uri,
+        experiment_name=experiment_name,
+        run_name=run_name,
+        params=params,
+        tags=tags,
+        bundle_root=bundle_root,
+        source_run_record=source_run_record,
+    )
+    previous_handler = None
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        run.start()
+        yield run
+    except KeyboardInterrupt as error:
+        run.end("KILLED", error)
+        raise
+    except SystemExit as error:
+        run.end("FINISHED" if error.code in (None, 0) else "FAILED", None if error.code in (None, 0) else error)
+        raise
+    except BaseException as error:
+        run.end("FAILED", error)
+        raise
+    else:
+        run.end("FINISHED")
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous_handler is None else previous_handler)
+
+
+class MLflowTracker:
+    """Track one run (train, evaluate or infer) of a MONAI engine in MLflow, through a :class:`TrackedRun`.
+
+    Args:
+        output_dir, job, tracking_uri, experiment_name, run_name, params, tags, bundle_root,
+            run_record, source_run_record, resumed_from: as for :class:`TrackedRun`.
         optimizer: logged learning rate per iteration (trainer only).
         evaluator: (train) the validation engine; its metrics are logged at the trainer's epoch. Evaluate
             and infer runs log the metrics of the engine they are attached to.
         artifacts: callables returning paths (or paths) logged when the run ends well.
-        run_record: a JSON file that receives the run id and tracking URI (for later evaluation and
-            inference runs to point back at this training).
-        source_run_record: for evaluate/infer: the training's ``run_record``; its run id becomes the
-            ``gdlseg.training_run_id`` tag.
-        log_every: log the training loss and learning rate every N iterations.
+        log_every: log the training loss and learning rate every N iterations (sent once per epoch).
     """
 
     def __init__(
@@ -157,26 +478,33 @@ class MLflowTracker:
         run_record: os.PathLike | str | None = None,
         source_run_record: os.PathLike | str | None = None,
         log_every: int = 1,
+        resumed_from: os.PathLike | str | None = None,
     ) -> None:
-        self.output_dir = Path(output_dir)
+        self._run_settings = dict(
+            output_dir=output_dir,
+            job=job,
+            tracking_uri=tracking_uri,
+            experiment_name=experiment_name,
+            run_name=run_name,
+            params=params,
+            tags=tags,
+            bundle_root=bundle_root,
+            source_run_record=source_run_record,
+            run_record=run_record,
+            resumed_from=resumed_from,
+        )
         self.job = job
-        self.tracking_uri = tracking_uri or default_tracking_uri(output_dir)
-        self.experiment_name = experiment_name
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        self.run_name = run_name or f"{job}-{stamp}-{uuid.uuid4().hex[:6]}"
-        self.params = dict(params or {})
-        self.tags = dict(tags or {})
-        self.bundle_root = bundle_root
         self.optimizer = optimizer
         self.evaluator = evaluator
         self.artifacts = list(artifacts)
-        self.run_record = Path(run_record) if run_record else None
-        self.source_run_record = Path(source_run_record) if source_run_record else None
         self.log_every = max(1, int(log_every))
-        self.client = None
-        self.run_id: str | None = None
+        self.run: TrackedRun | None = None
         self.trainer: Engine | None = None
-        self._pending: list[tuple[dict[str, float], int, int]] = []
+        self._pending: list[tuple[str, float, int, int]] = []
+
+    @property
+    def run_id(self) -> str | None:
+        return None if self.run is None else self.run.run_id
 
     # -- wiring ---------------------------------------------------------------------------------
     def attach(self, engine: Engine) -> None:
@@ -195,112 +523,43 @@ class MLflowTracker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
 
-    # -- run lifecycle --------------------------------------------------------------------------
-    def start(self, engine: Engine) -> None:
-        """Create the experiment if needed and a new run; log params and tags."""
-        if self.run_id is not None:
-            return
-        if not _server_reachable(self.tracking_uri):
-            logger.warning(
-                "MLflow tracking server %s cannot be reached: this %s runs on without tracking.",
-                self.tracking_uri,
-                self.job,
-            )
-            return
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
-        experiment_id = self._experiment_id()
-        tags = {"gdlseg.job": self.job, **software_tags(self.bundle_root), **flatten(self.tags)}
-        training_run = self._source_run_id()
-        if training_run:
-            tags["gdlseg.training_run_id"] = training_run
-        run = self.client.create_run(experiment_id, run_name=self.run_name, tags=tags)
-        self.run_id = run.info.run_id
-        from mlflow.entities import Param
-
-        params = [Param(key, value) for key, value in flatten(self.params).items()]
-        for start in range(0, len(params), 100):
-            self.client.log_batch(self.run_id, params=params[start : start + 100])
-        if self.run_record is not None:
-            self.run_record.parent.mkdir(parents=True, exist_ok=True)
-            record = {"run_id": self.run_id, "run_name": self.run_name, "experiment": self.experiment_name}
-            record["tracking_uri"] = self.tracking_uri
-            write_json_atomically(self.run_record, record)
-        logger.info("MLflow run %s (%s) in %s", self.run_name, self.run_id, self.tracking_uri)
-
-    def _experiment_id(self) -> str:
-        """The experiment's id, creating it if needed (another run may create it at the same moment)."""
-        from mlflow.exceptions import MlflowException
-
-        experiment = self.client.get_experiment_by_name(self.experiment_name)
-        if experiment is not None:
-            return experiment.experiment_id
-        artifact_location = None
-        if self.tracking_uri.startswith("sqlite:"):
-            artifact_location = (Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
-        try:
-            return self.client.create_experiment(self.experiment_name, artifact_location=artifact_location)
-        except MlflowException:
-            experiment = self.client.get_experiment_by_name(self.experiment_name)
-            if experiment is None:
-                raise
-            return experiment.experiment_id
-
-    def _source_run_id(self) -> str | None:
-        if self.source_run_record is None or not self.source_run_record.is_file():
-            return None
-        return json.loads(self.source_run_record.read_text()).get("run_id")
+    # -- engine events --------------------------------------------------------------------------
+    def start(self, engine: Engine | None = None) -> None:
+        """A new run (a second ``engine.run()`` gets another one)."""
+        if self.run is None or self.run.status is not None:
+            self.run = TrackedRun(**self._run_settings).start()
 
     def log_iteration(self, engine: Engine) -> None:
-        """Training loss and learning rate of the current iteration."""
-        if self.run_id is None:
-            return
-        metrics = {"train_loss": iteration_loss(engine.state.output)}
+        """Buffer the training loss and learning rate of the current iteration."""
+        stamp, step = _now_ms(), engine.state.iteration
+        self._pending.append(("train_loss", iteration_loss(engine.state.output), stamp, step))
         if self.optimizer is not None:
-            metrics["learning_rate"] = float(self.optimizer.param_groups[0]["lr"])
-        self._pending.append((metrics, engine.state.iteration, int(time.time() * 1000)))
+            self._pending.append(("learning_rate", float(self.optimizer.param_groups[0]["lr"]), stamp, step))
 
     def flush(self, engine: Engine | None = None) -> None:
         """Send the buffered per-iteration metrics (one request per epoch instead of one per iteration)."""
-        if self.run_id is None or not self._pending:
-            return
-        from mlflow.entities import Metric
-
-        entries = [Metric(k, v, stamp, step) for metrics, step, stamp in self._pending for k, v in metrics.items()]
+        if self.run is not None and self._pending:
+            self.run.log_metric_rows(self._pending)
         self._pending = []
-        for start in range(0, len(entries), 1000):
-            self.client.log_batch(self.run_id, metrics=entries[start : start + 1000])
 
     def log_evaluation(self, evaluator: Engine) -> None:
-        """The evaluator's scalar metrics, at the trainer's epoch."""
-        if self.run_id is None:
+        """The evaluator's finite scalar metrics, at the trainer's epoch (step 0 for evaluate/infer)."""
+        if self.run is None:
             return
         step = self.trainer.state.epoch if self.trainer is not None and self.job == "train" else 0
         metrics = {k: float(v) for k, v in evaluator.state.metrics.items() if _is_scalar(v)}
-        self._log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
-
-    def _log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        entries = [Metric(key, value, now, step) for key, value in metrics.items()]
-        if entries:
-            self.client.log_batch(self.run_id, metrics=entries)
+        self.run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
 
     def complete(self, engine: Engine) -> None:
         """Log artifacts and end the run FINISHED."""
-        if self.run_id is None:
+        if self.run is None:
             return
         self.flush()
+        paths: list[os.PathLike | str] = []
         for item in self.artifacts:
-            for path in item() if callable(item) else [item]:
-                if Path(path).is_file():
-                    self.client.log_artifact(self.run_id, str(path))
-                elif Path(path).is_dir():
-                    self.client.log_artifacts(self.run_id, str(path), artifact_path=Path(path).name)
-        self.client.set_terminated(self.run_id, "FINISHED")
-        self.run_id = None
+            paths.extend(item() if callable(item) else [item])
+        self.run.log_artifacts(paths)
+        self.run.end("FINISHED")
 
     def fail(self, engine: Engine, error: BaseException) -> None:
         """End the run KILLED (Ctrl-C, SIGTERM) or FAILED (any other exception).
@@ -309,15 +568,29 @@ class MLflowTracker:
         first that does: this one re-raises only when no other such handler follows it (MONAI's
         StatsHandler and CheckpointSaver re-raise after their own work).
         """
-        if self.run_id is not None:
+        if self.run is not None:
             self.flush()
-            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-            self.client.set_tag(self.run_id, "gdlseg.error", f"{type(error).__name__}: {error}"[:5000])
-            self.client.set_terminated(self.run_id, status)
-            self.run_id = None
+            self.run.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED", error)
         handlers = [entry[0] for entry in engine._event_handlers[Events.EXCEPTION_RAISED]]
         if not handlers or getattr(handlers[-1], "__self__", None) is self:
             raise error
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _alive(pid: Any) -> bool:
+    """Whether process ``pid`` exists on this machine (unknown → assumed alive, nothing is touched)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _is_scalar(value: Any) -> bool:

@@ -1,0 +1,185 @@
+"""What MLflow could not receive, kept on disk, and sent later.
+
+When the tracking store cannot be reached (at the start of a run or in the middle of it) a
+``TrackedRun`` stops contacting it and writes its records to ``<output_dir>/mlflow_spool/<run
+name>.jsonl`` instead: one JSON object per line, in order, each with ``"op"`` and ``"sent"``:
+
+- ``start``: experiment, run name, tags, start time (ms), and the run id if the store gave one;
+- ``params`` (flattened strings), ``tags``, ``metrics`` (``[key, value, timestamp_ms, step]`` rows);
+- ``artifacts``: absolute paths of files and folders to upload (they stay in the output folder);
+- ``end``: status (FINISHED, FAILED, KILLED), end time and the error, if any.
+
+The spool holds the whole run, the records already sent too (``"sent": true``), so that it can be
+replayed either into the store that went away (only the unsent records are added to the run it
+already has) or into any other store (a complete new run is created).
+
+Replay: ``python -m gdlseg.engines.tracking_spool replay <output_dir>/mlflow_spool --tracking-uri URI``
+(or :func:`replay_spool`). A replayed file is renamed ``*.replayed.jsonl`` so it is never sent twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("gdlseg.tracking")
+SPOOL_FOLDER = "mlflow_spool"
+REPLAYED_SUFFIX = ".replayed.jsonl"
+BATCH_METRICS, BATCH_PARAMS = 1000, 100
+
+
+class Spool:
+    """An append-only JSON-lines file; every append is flushed and synced, so a crash keeps what was written."""
+
+    def __init__(self, path: os.PathLike | str) -> None:
+        self.path = Path(path)
+
+    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as stream:
+            for record in records:
+                stream.write(json.dumps(record) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+
+
+def read_spool(path: os.PathLike | str) -> list[dict[str, Any]]:
+    """The records of a spool file; a last line cut short by a crash is dropped with a warning."""
+    records = []
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                logger.warning("%s: last line is incomplete (the process died while writing it); skipped.", path)
+                continue
+            raise ValueError(f"{path}: line {number} is not valid JSON") from None
+    if not records or records[0].get("op") != "start":
+        raise ValueError(f"{path}: not an MLflow spool (the first record must be 'start').")
+    return records
+
+
+def spool_files(path: os.PathLike | str) -> list[Path]:
+    """``path`` itself if it is a file, else the spool files in the folder not yet replayed."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such spool file or folder.")
+    return sorted(p for p in path.glob("*.jsonl") if not p.name.endswith(REPLAYED_SUFFIX))
+
+
+def replay_spool(path: os.PathLike | str, tracking_uri: str) -> list[str]:
+    """Send the spooled runs in ``path`` (a spool file or folder) to ``tracking_uri``; return their run ids.
+
+    A run that still exists in the target store (the same server, back again) receives the records
+    that were not sent; otherwise a new run is created from all records, tagged
+    ``gdlseg.replayed_from_run_id`` with the original id when there was one. A spool without an
+    ``end`` record (the process was killed) ends KILLED. Artifacts whose files no longer exist are
+    skipped with a warning.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run_ids = []
+    for file in spool_files(path):
+        run_ids.append(_replay_file(client, tracking_uri, file))
+        file.rename(file.with_name(file.name.removesuffix(".jsonl") + REPLAYED_SUFFIX))
+        logger.info("Replayed %s into run %s at %s", file, run_ids[-1], tracking_uri)
+    return run_ids
+
+
+def _replay_file(client, tracking_uri: str, file: Path) -> str:
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
+
+    from gdlseg.engines.tracking import experiment_id
+
+    records = read_spool(file)
+    start = records[0]
+    run_id = start.get("run_id")
+    existing = False
+    if run_id:
+        try:
+            client.get_run(run_id)
+            existing = True
+        except MlflowException:
+            existing = False
+    if existing:
+        todo = [record for record in records[1:] if not record.get("sent")]
+    else:
+        tags = dict(start.get("tags", {}))
+        if run_id:
+            tags["gdlseg.replayed_from_run_id"] = run_id
+        experiment = experiment_id(client, start["experiment"], tracking_uri)
+        run_id = client.create_run(
+            experiment, start_time=start.get("start_time"), tags=tags, run_name=start.get("run_name")
+        ).info.run_id
+        todo = records[1:]
+    ended = False
+    for record in todo:
+        op = record["op"]
+        if op == "params":
+            params = [Param(key, value) for key, value in record["params"].items()]
+            for first in range(0, len(params), BATCH_PARAMS):
+                client.log_batch(run_id, params=params[first : first + BATCH_PARAMS])
+        elif op == "tags":
+            client.log_batch(run_id, tags=[RunTag(key, value) for key, value in record["tags"].items()])
+        elif op == "metrics":
+            metrics = [Metric(key, value, stamp, step) for key, value, stamp, step in record["metrics"]]
+            for first in range(0, len(metrics), BATCH_METRICS):
+                client.log_batch(run_id, metrics=metrics[first : first + BATCH_METRICS])
+        elif op == "artifacts":
+            _upload(client, run_id, record["paths"])
+        elif op == "end":
+            client.set_terminated(run_id, record["status"], end_time=record.get("end_time"))
+            ended = True
+    if not ended and not any(record["op"] == "end" for record in records):
+        client.set_tag(run_id, "gdlseg.error", "the spool has no end record: the process was killed")
+        client.set_terminated(run_id, "KILLED")
+    return run_id
+
+
+def _upload(client, run_id: str, paths: Sequence[str]) -> None:
+    for path in map(Path, paths):
+        if path.is_file():
+            client.log_artifact(run_id, str(path))
+        elif path.is_dir():
+            client.log_artifacts(run_id, str(path), artifact_path=path.name)
+        else:
+            logger.warning("Artifact %s no longer exists: not uploaded.", path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gdlseg.engines.tracking_spool",
+        description="Send to MLflow what a run could not send (its <output_dir>/mlflow_spool files).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    replay = commands.add_parser("replay", help="replay spool files into a tracking store")
+    replay.add_argument("path", help="a spool file or folder (<output_dir>/mlflow_spool)")
+    replay.add_argument("--tracking-uri", required=True, help="e.g. http://host:5000 or sqlite:///path/mlflow.db")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run_ids = replay_spool(args.path, args.tracking_uri)
+    except (OSError, ValueError, MlflowException) as error:
+        print(f"replay: error: {error}", file=sys.stderr)
+        return 1
+    print(f"replayed {len(run_ids)} run(s): {' '.join(run_ids)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
