@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from gdlseg.cli.main import main as gdlseg_main
 from gdlseg.engines.tracking import MLflowTracker, TrackedRun, experiment_id, tracked_run
-from gdlseg.engines.tracking_spool import main as spool_main
 from gdlseg.engines.tracking_spool import read_spool, replay_spool
 
 from ..bundles.conftest import free_port, start_mlflow_server, stop_mlflow_server
@@ -121,7 +121,7 @@ def test_unreachable_at_start_spools_the_whole_run_and_replay_completes_it(tmp_p
     assert not any(record["sent"] for record in read_spool(spool))
 
     target = sqlite(tmp_path / "later")
-    assert spool_main(["replay", str(spool.parent), "--tracking-uri", target]) == 0
+    assert gdlseg_main(["replay-tracking", str(spool.parent), "--tracking-uri", target]) == 0
     client, found = only_run(target)
     assert found.info.status == "FINISHED" and found.info.run_name == run.run_name
     assert found.data.params == {"seed": "3"} and found.data.tags["gdlseg.job"] == "evaluate"

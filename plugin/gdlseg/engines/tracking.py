@@ -269,7 +269,7 @@ class TrackedRun:
             if self.spool is not None:
                 logger.warning(
                     "MLflow: this %s run (%s) ended %s with records the store %s did not receive; they are in %s. "
-                    "Send them with: python -m gdlseg.engines.tracking_spool replay %s --tracking-uri %s",
+                    "Send them with: gdlseg replay-tracking %s --tracking-uri %s",
                     self.job,
                     self.run_name,
                     status,

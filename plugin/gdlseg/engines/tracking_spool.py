@@ -13,17 +13,15 @@ The spool holds the whole run, the records already sent too (``"sent": true``), 
 replayed either into the store that went away (only the unsent records are added to the run it
 already has) or into any other store (a complete new run is created).
 
-Replay: ``python -m gdlseg.engines.tracking_spool replay <output_dir>/mlflow_spool --tracking-uri URI``
+Replay: ``gdlseg replay-tracking <output_dir>/mlflow_spool --tracking-uri URI`` (or :func:`replay_spool`)
 (or :func:`replay_spool`). A replayed file is renamed ``*.replayed.jsonl`` so it is never sent twice.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -157,29 +155,3 @@ def _upload(client, run_id: str, paths: Sequence[str]) -> None:
             client.log_artifacts(run_id, str(path), artifact_path=path.name)
         else:
             logger.warning("Artifact %s no longer exists: not uploaded.", path)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m gdlseg.engines.tracking_spool",
-        description="Send to MLflow what a run could not send (its <output_dir>/mlflow_spool files).",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    replay = commands.add_parser("replay", help="replay spool files into a tracking store")
-    replay.add_argument("path", help="a spool file or folder (<output_dir>/mlflow_spool)")
-    replay.add_argument("--tracking-uri", required=True, help="e.g. http://host:5000 or sqlite:///path/mlflow.db")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run_ids = replay_spool(args.path, args.tracking_uri)
-    except (OSError, ValueError, MlflowException) as error:
-        print(f"replay: error: {error}", file=sys.stderr)
-        return 1
-    print(f"replayed {len(run_ids)} run(s): {' '.join(run_ids)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
