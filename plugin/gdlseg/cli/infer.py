@@ -1,15 +1,200 @@
-"""`gdlseg infer` (being written; owned by the helper that implements it)."""
+"""``gdlseg infer``: segment NIfTI/NRRD/MetaImage scans, DICOM series or a datalist's images.
+
+For each input, OUTPUT receives ``<case>_seg.nii.gz`` (the label map with exactly the input's size,
+spacing, origin and direction; uint8, uint16 above 256 classes), ``<case>_seg.json`` (provenance:
+input and checkpoint SHA-256, versions, device, runtime, parameters; no patient identifier) and,
+with --save-probabilities, ``<case>_probabilities.npz`` (float16). The case name is the file name
+without extension, or the folder name of a DICOM series. Files appear complete or not at all;
+inputs are never overwritten; a failed case is reported by name and the others still finish
+(exit code 1). Each invocation is one MLflow run (default store: OUTPUT/mlflow), tagged with the
+training run found next to the checkpoint.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from gdlseg.cli.common import EXIT_OK, EXIT_SOME_FAILED, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("infer", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "infer",
+        help="segment scans (NIfTI, NRRD, MHA, DICOM series, datalists) with a trained checkpoint",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--ckpt", required=True, type=Path, help="model.pt or checkpoint_*.pt written by training")
+    parser.add_argument(
+        "--input", required=True, nargs="+", type=Path, metavar="PATH",
+        help="image files, folders of them, DICOM series folders or datalist JSON files",
+    )  # fmt: skip
+    parser.add_argument("--output", required=True, type=Path, help="folder for the label maps and provenance")
+    parser.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the repository's)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--tta", action="store_true", help="average the 8 mirror images (8× slower)")
+    parser.add_argument("--save-probabilities", action="store_true", help="also write float16 class probabilities")
+    parser.add_argument("--num-classes", type=int, help="override the class count found with the checkpoint")
+    parser.add_argument("--class-names", nargs="+", metavar="NAME", help="override the class names, background first")
+    parser.add_argument(
+        "--roi-size", nargs=3, type=int, metavar=("X", "Y", "Z"), help="window size (default: training's)"
+    )
+    parser.add_argument("--overlap", type=float, default=0.25, help="window overlap in [0, 1) (default 0.25)")
+    parser.add_argument("--sw-batch-size", type=int, default=4, help="windows per network call (default 4)")
+    parser.add_argument(
+        "--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+        help="autocast precision (auto: bf16 on CPUs with native bf16, fp16/bf16 on CUDA, else float32)",
+    )  # fmt: skip
+    parser.add_argument("--series-uid", help="the DICOM series to read from a folder holding several")
+    parser.add_argument(
+        "--allow-irregular", action="store_true",
+        help="DICOM: warn instead of failing on missing slices, uneven slice spacing or gantry tilt",
+    )  # fmt: skip
+    parser.add_argument("--dataset-dir", type=Path, default=None, help="base of relative paths in a datalist JSON")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite store in OUTPUT/mlflow)")
+    parser.add_argument("--experiment", default="gdlseg", help="MLflow experiment name")
+    parser.add_argument("--run-name", help="MLflow run name (default: a unique generated name)")
+    parser.add_argument("--no-tracking", action="store_true", help="do not create an MLflow run")
     parser.set_defaults(handler=run, command="infer")
     return parser
 
 
+def resolve_device(name: str):
+    """``auto`` → CUDA when available else CPU; anything else as torch understands it."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise UsageError(f"--device {name!r}: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def prepare_output_folder(folder: Path) -> None:
+    """Create ``folder`` and prove it can be written (before any work is done).
+
+    Raises:
+        UsageError: naming the folder and why it cannot be written.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".gdlseg-write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"--output {folder}: cannot write there ({error.strerror or error})") from None
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    if not args.ckpt.is_file():
+        raise UsageError(f"--ckpt {args.ckpt}: no such file")
+    if not 0.0 <= args.overlap < 1.0:
+        raise UsageError(f"--overlap must lie in [0, 1), got {args.overlap}")
+    if args.sw_batch_size < 1:
+        raise UsageError(f"--sw-batch-size must be at least 1, got {args.sw_batch_size}")
+    if args.num_classes is not None and args.num_classes < 2:
+        raise UsageError(f"--num-classes must be at least 2, got {args.num_classes}")
+    if args.roi_size and min(args.roi_size) < 1:
+        raise UsageError(f"--roi-size must be positive, got {args.roi_size}")
+
+
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("gdlseg infer is not implemented yet")
+    from gdlseg.cli.train import default_bundle
+
+    check_arguments(args)
+    bundle = (args.bundle or default_bundle() or Path()).resolve()
+    if not (bundle / "configs" / "train.yaml").is_file():
+        raise UsageError(f"no bundle at {args.bundle or '(default)'}: pass --bundle with a folder holding configs/")
+    device = resolve_device(args.device)
+    from gdlseg.data.datalist import inference_inputs
+
+    try:
+        cases = [Path(case["image"]) for case in inference_inputs(args.input, args.dataset_dir or ".")]
+    except ValueError as error:
+        raise UsageError(f"--input: {error}") from None
+
+    from gdlseg.inference import InferenceOptions, SlidingWindowSettings, load_trained_model
+    from gdlseg.inference.batch import inference_parameters
+
+    model = load_trained_model(
+        args.ckpt, bundle, device, num_classes=args.num_classes, class_names=args.class_names, roi_size=args.roi_size
+    )
+    prepare_output_folder(args.output)
+    settings = SlidingWindowSettings(
+        model.roi_size, overlap=args.overlap, sw_batch_size=args.sw_batch_size, precision=args.precision, tta=args.tta
+    )
+    options = InferenceOptions(
+        output_dir=args.output,
+        settings=settings,
+        probabilities=args.save_probabilities,
+        series_uid=args.series_uid,
+        allow_irregular=args.allow_irregular,
+    )
+    params = {
+        "checkpoint": args.ckpt.name,
+        "checkpoint_sha256": model.checkpoint_sha256,
+        "cases": len(cases),
+        "device": str(device),
+        "classes": model.class_names,
+        **inference_parameters(model, options),
+    }
+    return _run_tracked(args, cases, model, options, params, bundle)
+
+
+def _run_tracked(args, cases, model, options, params, bundle) -> int:
+    from tqdm import tqdm
+
+    from gdlseg.engines.tracking import tracked_run
+    from gdlseg.inference import segment_cases
+
+    start = time.perf_counter()
+    with tracked_run(
+        args.output,
+        job="infer",
+        tracking_uri="none" if args.no_tracking else args.tracking_uri,
+        experiment_name=args.experiment,
+        run_name=args.run_name,
+        params=params,
+        tags={"gdlseg.bundle_version": model.bundle_version},
+        bundle_root=bundle,
+        source_run_record=model.training_run_record,
+    ) as tracked:
+        with tqdm(total=len(cases), desc="infer", unit="case", file=sys.stderr, leave=False) as bar:
+
+            def report(outcome) -> None:
+                bar.update(1)
+                if not outcome.ok:
+                    tqdm.write(f"gdlseg infer: {outcome.case}: FAILED: {outcome.error}", file=sys.stderr)
+
+            outcomes = segment_cases(cases, model, options, on_case_done=report)
+        done = [outcome for outcome in outcomes if outcome.ok]
+        failed = [outcome for outcome in outcomes if not outcome.ok]
+        seconds = time.perf_counter() - start
+        metrics = {"cases_segmented": len(done), "cases_failed": len(failed), "seconds_total": seconds}
+        if done:
+            metrics["seconds_per_case"] = sum(outcome.seconds for outcome in done) / len(done)
+        tracked.log_metrics(metrics)
+        tracked.log_artifacts([path for outcome in done for path in outcome.outputs if path.suffix == ".json"])
+        if failed:
+            tracked.set_tags({"gdlseg.failed_cases": ",".join(outcome.case for outcome in failed)})
+    _print_summary(done, failed, seconds, args.output)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _print_summary(done, failed, seconds: float, output: Path) -> None:
+    print(
+        f"gdlseg infer: {len(done)} of {len(done) + len(failed)} case(s) segmented in {seconds:.1f} s "
+        f"-> {os.fspath(output)}",
+        file=sys.stderr,
+    )
+    for outcome in failed:
+        print(f"  failed: {outcome.case}: {outcome.error}", file=sys.stderr)

@@ -1,0 +1,87 @@
+"""The provenance record written next to each label map (``<case>_seg.json``).
+
+It identifies the input by content (SHA-256 of the file, or of a DICOM series' files in reading
+order), the checkpoint by content and name, and records the bundle and software versions, device,
+runtime and inference parameters. It holds no patient identifier: no DICOM tag, no path — the case
+name is the only name in it (and file names of the checkpoint and outputs, without folders).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import SimpleITK as sitk
+
+from gdlseg.data.dicom import dicom_series_files
+from gdlseg.inference.model import TrainedModel, file_sha256
+
+SCHEMA_VERSION = 1
+
+
+def input_sha256(path: os.PathLike | str, series_uid: str | None = None) -> str:
+    """SHA-256 of a scan file, or of the concatenated files of a DICOM series (names not included)."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for name in dicom_series_files(path, series_uid):
+        digest.update(bytes.fromhex(file_sha256(name)))
+    return digest.hexdigest()
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of gdlseg and the libraries that shape its output."""
+    import monai
+    import numpy
+    import torch
+
+    import gdlseg
+
+    return {
+        "gdlseg": gdlseg.__version__,
+        "monai": monai.__version__,
+        "torch": torch.__version__,
+        "simpleitk": sitk.Version_VersionString(),
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def provenance_record(
+    case: str,
+    input_digest: str,
+    model: TrainedModel,
+    labels: sitk.Image,
+    parameters: Mapping[str, Any],
+    seconds: Mapping[str, float],
+    outputs: Mapping[str, str],
+) -> dict[str, Any]:
+    """The provenance JSON content of one case (see the module docstring for what it excludes)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "case": case,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "input": {"sha256": input_digest},
+        "outputs": dict(outputs),
+        "checkpoint": {"file": model.checkpoint.name, "sha256": model.checkpoint_sha256},
+        "training_run_id": model.training_run_id,
+        "bundle": {"name": model.bundle_root.name, "version": model.bundle_version},
+        "software": software_versions(),
+        "device": str(model.device),
+        "runtime_seconds": {key: round(value, 3) for key, value in seconds.items()},
+        "parameters": dict(parameters),
+        "classes": list(model.class_names),
+        "label_map": {
+            "dtype": labels.GetPixelIDTypeAsString(),
+            "size": list(labels.GetSize()),
+            "spacing": list(labels.GetSpacing()),
+            "origin": list(labels.GetOrigin()),
+            "direction": list(labels.GetDirection()),
+        },
+    }

@@ -1,0 +1,326 @@
+"""Benchmark whole-volume inference: MONAI's model-zoo settings against gdlseg's, side by side.
+
+Two cases, each configuration in a fresh Python process (peak RAM = the process's VmHWM):
+
+- **speed** — a SegResNet (16 filters, 4 classes) trained by this script with the bundle on random
+  48×48×32 crops of 96×96×64 synthetic phantoms (once; the weights are kept in
+  ``results/bench_infer_model/``), applied to a realistic-size scan: a 3×3×2 mosaic of unseen
+  phantoms, 288×288×128 voxels at 1.5×1.5×2.5 mm. Windows 48×48×32 (the training patch).
+- **ram** — 105 classes (whole-body CT) on a 256×256×200 scan with 96³ windows; the network has
+  random weights (memory does not depend on them; the agreement printed for it means little).
+
+Configurations: ``monai-zoo`` = MONAI's ``SlidingWindowInferer`` with the model-zoo defaults
+(overlap 0.5, constant blending, sw_batch_size 4, float32, under ``torch.no_grad``), then argmax;
+``gdlseg`` = :func:`gdlseg.inference.segment_image` (overlap 0.25, gaussian blending, bf16 autocast
+where the CPU has it, ``inference_mode``, slab accumulator). Both use the same preprocessing and put
+the labels back on the input grid with MONAI's ``Invertd``. Time = preprocessing + inference +
+restoring the input grid, after a warm-up on a small scan; agreement = share of voxels with the same
+label in the two label maps.
+
+    python scripts/bench_infer.py                       # both cases; table + results/bench_infer.json
+    python scripts/bench_infer.py --cases speed         # only the trained-network case
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "segresnet_gdl"
+MODEL_DIR = REPO / "results" / "bench_infer_model"
+CONFIGS = ("monai-zoo", "gdlseg")
+CASES = {
+    # tiles × tile shape (the training phantoms' shape) → scan size; spacing = the training pixdim
+    "speed": {"classes": 4, "mosaic": (3, 3, 2), "tile": (96, 96, 64), "spacing": (1.5, 1.5, 2.5)},
+    "ram": {"classes": 105, "shape": (256, 256, 200), "spacing": (1.5, 1.5, 2.0), "roi": (96, 96, 96)},
+}
+TRAINING = {
+    "roi_size": "[48,48,32]",
+    "pixdim": "[1.5,1.5,2.5]",
+    "ct_window": "[-160,240]",
+    "network_def#init_filters": 16,
+    "num_workers": 0,
+    "val_interval": 5,
+    "learning_rate": 0.002,
+    "tracking_uri": "none",
+}
+
+
+# --- the model and the scans ----------------------------------------------------------------------
+def trained_model(epochs: int) -> Path:
+    """``results/bench_infer_model/models/model.pt``, trained with the bundle on phantoms if missing."""
+    checkpoint = MODEL_DIR / "models" / "model.pt"
+    if checkpoint.is_file():
+        return checkpoint
+    from gdlseg.data.synthetic import write_dataset
+
+    with tempfile.TemporaryDirectory() as folder:
+        dataset = Path(folder) / "data"
+        # Crops smaller than the phantoms: the network must not learn where a window sits on the body.
+        write_dataset(dataset, training=10, test=0, shape=CASES["speed"]["tile"], seed=0)
+        files = [str(BUNDLE / "configs" / "train.yaml")]
+        command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(files)]
+        command += ["--bundle_root", str(BUNDLE), "--dataset_dir", str(dataset), "--output_dir", str(MODEL_DIR)]
+        for key, value in {**TRAINING, "train#trainer#max_epochs": epochs}.items():
+            command += [f"--{key}", str(value)]
+        print(f"training the benchmark model ({epochs} epochs on phantoms) …", file=sys.stderr)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    # Keep what the benchmark and its reader need: the best weights, their training record, the curves.
+    for path in (MODEL_DIR / "models").glob("checkpoint_*.pt"):
+        path.unlink()
+    for path in (MODEL_DIR / "reports").iterdir():
+        if path.name != "metrics.csv":
+            path.unlink()
+    return checkpoint
+
+
+def random_model(classes: int, roi: tuple[int, ...], pixdim: tuple[float, ...], folder: Path) -> Path:
+    """A randomly initialised 16-filter SegResNet with ``classes`` outputs and its training.json."""
+    import torch
+    from monai.networks.nets import SegResNet
+
+    torch.manual_seed(0)
+    network = SegResNet(spatial_dims=3, in_channels=1, out_channels=classes, init_filters=16)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(network.state_dict(), folder / "model.pt")
+    record = {"class_names": [f"class_{i}" for i in range(classes)], "num_classes": classes}
+    record.update(roi_size=list(roi), pixdim=list(pixdim), intensity="ct", ct_window=[-160, 240], init_filters=16)
+    (folder / "training.json").write_text(json.dumps(record))
+    return folder / "model.pt"
+
+
+def write_scan(case: str, path: Path) -> None:
+    """The benchmark scan of ``case`` as NIfTI (LPS-like storage, so reorientation is exercised)."""
+    import nibabel as nib
+
+    from gdlseg.data.synthetic import make_case
+
+    spec = CASES[case]
+    if "mosaic" in spec:
+        tiles = spec["mosaic"]
+        shape = tuple(count * size for count, size in zip(tiles, spec["tile"]))
+        volume = np.empty(shape, dtype=np.int16)
+        for index in np.ndindex(*tiles):
+            tile, _, _ = make_case(spec["tile"], seed=10_000 + int(np.ravel_multi_index(index, tiles)))
+            region = tuple(slice(i * s, (i + 1) * s) for i, s in zip(index, spec["tile"]))
+            volume[region] = tile
+    else:
+        rng = np.random.default_rng(0)
+        volume = rng.normal(0.0, 200.0, size=spec["shape"]).astype(np.int16)
+    affine = np.diag([-spec["spacing"][0], -spec["spacing"][1], spec["spacing"][2], 1.0])
+    nib.save(nib.Nifti1Image(volume, affine), path)
+
+
+# --- one configuration, in its own process --------------------------------------------------------
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} missing from /proc/self/status")
+
+
+def _reset_peak() -> int:
+    # Writing 5 to clear_refs resets VmHWM to the current VmRSS (Linux).
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    return _status_bytes("VmRSS")
+
+
+def monai_zoo_segment(image, model):
+    """MONAI model-zoo inference: SlidingWindowInferer(overlap 0.5, sw_batch_size 4), float32, no_grad,
+    argmax, Invertd (nearest) back to the input grid."""
+    import SimpleITK as sitk
+    import torch
+    from monai.inferers import SlidingWindowInferer
+    from monai.transforms import Invertd
+
+    from gdlseg.inference.segment import image_to_tensor
+
+    data = model.preprocessing({"image": image_to_tensor(image, "scan")})
+    inferer = SlidingWindowInferer(roi_size=model.roi_size, sw_batch_size=4, overlap=0.5)
+    with torch.no_grad():
+        logits = inferer(data["image"][None], model.network)[0]
+    data["pred"] = logits.argmax(dim=0, keepdim=True).float()
+    del logits
+    invert = Invertd(keys="pred", transform=model.preprocessing, orig_keys="image", nearest_interp=True)
+    labels = np.rint(invert(data)["pred"][0].numpy()).astype(np.uint8)
+    result = sitk.GetImageFromArray(np.ascontiguousarray(labels.transpose(2, 1, 0)))
+    result.CopyInformation(image)
+    return result
+
+
+def run_worker(config: str, checkpoint: Path, scan: Path, warmup: Path, labels_out: Path, roi) -> dict:
+    import SimpleITK as sitk
+    import torch
+
+    from gdlseg.inference import SlidingWindowSettings, load_trained_model, segment_image
+
+    model = load_trained_model(checkpoint, BUNDLE, "cpu", roi_size=roi)
+    settings = SlidingWindowSettings(model.roi_size, overlap=0.25, sw_batch_size=4, precision="auto")
+
+    def segment(image):
+        if config == "monai-zoo":
+            return monai_zoo_segment(image, model)
+        return segment_image(image, model, settings, case="scan").labels
+
+    segment(sitk.ReadImage(str(warmup)))
+    image = sitk.ReadImage(str(scan))
+    baseline = _reset_peak()
+    start = time.perf_counter()
+    labels = segment(image)
+    seconds = time.perf_counter() - start
+    peak = _status_bytes("VmHWM")
+    sitk.WriteImage(labels, str(labels_out), useCompression=True)
+    return {
+        "config": config,
+        "seconds": seconds,
+        "peak_rss_bytes": peak,
+        "extra_peak_bytes": peak - baseline,
+        "threads": torch.get_num_threads(),
+        "precision": "float32" if config == "monai-zoo" else str(settings.precision),
+    }
+
+
+# --- driver ---------------------------------------------------------------------------------------
+def machine_description() -> dict:
+    import monai
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    memory = _status_meminfo_gib()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": memory,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "bf16_native": bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()),
+    }
+
+
+def _status_meminfo_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            return round(int(meminfo.readline().split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def agreement(first: Path, second: Path) -> float:
+    import SimpleITK as sitk
+
+    a = sitk.GetArrayFromImage(sitk.ReadImage(str(first)))
+    b = sitk.GetArrayFromImage(sitk.ReadImage(str(second)))
+    return float((a == b).mean())
+
+
+def run_case(case: str, folder: Path, epochs: int) -> list[dict]:
+    spec = CASES[case]
+    if case == "speed":
+        checkpoint, roi = trained_model(epochs), None
+    else:
+        checkpoint = random_model(spec["classes"], spec["roi"], spec["spacing"], folder / "random_model")
+        roi = spec["roi"]
+    scan, warmup = folder / f"{case}.nii.gz", folder / f"{case}_warmup.nii.gz"
+    write_scan(case, scan)
+    _write_warmup(scan, warmup, roi or (48, 48, 32))
+    rows = []
+    for config in CONFIGS:
+        labels = folder / f"{case}_{config}_seg.nii.gz"
+        command = [sys.executable, __file__, "--worker", config, str(checkpoint), str(scan), str(warmup), str(labels)]
+        if roi:
+            command += ["--roi", *map(str, roi)]
+        completed = subprocess.run(command, capture_output=True, text=True)
+        if completed.returncode != 0:
+            raise SystemExit(f"{case}/{config} failed:\n{completed.stderr[-4000:]}")
+        row = json.loads(completed.stdout.strip().splitlines()[-1])
+        row.update(case=case, classes=spec["classes"], labels=str(labels))
+        rows.append(row)
+        print(
+            f"{case:>6} {config:<10} {row['seconds']:.1f} s, peak {row['peak_rss_bytes'] / 2**30:.2f} GiB",
+            file=sys.stderr,
+        )
+    import SimpleITK as sitk
+
+    size = sitk.ReadImage(str(scan)).GetSize()
+    reference = rows[0]
+    for row in rows:
+        row["agreement"] = agreement(Path(reference["labels"]), Path(row["labels"]))
+    for row in rows:
+        row["speedup"] = reference["seconds"] / row["seconds"]
+        row["peak_ratio"] = row["peak_rss_bytes"] / reference["peak_rss_bytes"]
+        row["scan_size"] = list(size)
+        row["roi_size"] = list(roi or (48, 48, 32))
+        del row["labels"]
+    return rows
+
+
+def _write_warmup(scan: Path, warmup: Path, roi) -> None:
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(scan))
+    size = [min(s, r) for s, r in zip(image.GetSize(), roi)]  # one window: loads kernels, allocates pools
+    sitk.WriteImage(sitk.RegionOfInterest(image, size, [0, 0, 0]), str(warmup))
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| case | configuration | s / volume | speed-up | peak RAM GiB | RAM vs MONAI | voxel agreement |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    names = {
+        "monai-zoo": "MONAI model-zoo (overlap 0.5, fp32, no_grad)",
+        "gdlseg": "gdlseg (overlap 0.25, gaussian, bf16)",
+    }
+    for row in rows:
+        case = f"{row['case']}: {row['classes']} classes, {'×'.join(map(str, row['scan_size']))}"
+        lines.append(
+            f"| {case} | {names[row['config']]} | {row['seconds']:.1f} | {row['speedup']:.2f}× | "
+            f"{row['peak_rss_bytes'] / 2**30:.2f} | {row['peak_ratio']:.2f} | {100 * row['agreement']:.2f}% |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--epochs", type=int, default=25, help="training epochs of the benchmark model (first run)")
+    parser.add_argument("--output", type=Path, default=REPO / "results" / "bench_infer.json")
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--roi", nargs=3, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        config, checkpoint, scan, warmup, labels = args.worker
+        print(json.dumps(run_worker(config, Path(checkpoint), Path(scan), Path(warmup), Path(labels), args.roi)))
+        return 0
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for case in args.cases:
+            rows += run_case(case, Path(folder), args.epochs)
+    table = markdown_table(rows)
+    print(table)
+    report = {"machine": machine_description(), "command": " ".join(sys.argv), "results": rows, "table": table}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nsaved {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

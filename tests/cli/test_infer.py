@@ -1,0 +1,156 @@
+"""``gdlseg infer`` end to end through the console script, on tiny scans and a tiny checkpoint."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from mlflow.tracking import MlflowClient
+from monai.networks.nets import UNet
+
+from gdlseg.cli.main import main
+from tests.cli.test_main import gdlseg_command
+from tests.data.dicom import write_dicom_series
+from tests.inference.checkpoints import write_checkpoint
+from tests.inference.scans import box_volume, write_geometry_cases
+
+
+def gdlseg(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [gdlseg_command(), *map(str, arguments)], capture_output=True, text=True, encoding="utf-8", timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("model"), run_id="training-run-7")
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory) -> dict[str, Path]:
+    return write_geometry_cases(tmp_path_factory.mktemp("scans"))
+
+
+def test_a_batch_with_a_corrupt_file_finishes_the_others_and_tracks_one_run(checkpoint, scans, tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copy(scans["oblique"], inputs)
+    shutil.copytree(scans["dicom_series"], inputs / "ct_series")
+    (inputs / "corrupt.nrrd").write_bytes(b"NRRD0004\ngarbage")
+    output = tmp_path / "out"
+    result = gdlseg("infer", "--ckpt", checkpoint, "--input", inputs, "--output", output, "--run-name", "batch")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "2 of 3 case(s) segmented" in result.stderr and "failed: corrupt:" in result.stderr
+    for case, source in (("oblique", scans["oblique"]), ("ct_series", scans["dicom_series"])):
+        labels = sitk.ReadImage(str(output / f"{case}_seg.nii.gz"))
+        reference = sitk.ImageSeriesReader() if source.is_dir() else None
+        if reference is not None:
+            reference.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(source)))
+        image = reference.Execute() if reference is not None else sitk.ReadImage(str(source))
+        # In memory the grids are equal (tests/inference/test_geometry.py); NIfTI stores them in float32.
+        assert labels.GetSize() == image.GetSize()
+        for read in ("GetSpacing", "GetOrigin", "GetDirection"):
+            np.testing.assert_allclose(getattr(labels, read)(), getattr(image, read)(), rtol=0, atol=1e-5)
+        assert json.loads((output / f"{case}_seg.json").read_text())["case"] == case
+    assert not list(output.glob("corrupt*")) and not list(output.glob(".*tmp*"))
+    client = MlflowClient(f"sqlite:///{output / 'mlflow' / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("gdlseg").experiment_id])
+    assert run.info.run_name == "batch" and run.info.status == "FINISHED"
+    assert run.data.tags["gdlseg.job"] == "infer"
+    assert run.data.tags["gdlseg.training_run_id"] == "training-run-7"
+    assert run.data.tags["gdlseg.failed_cases"] == "corrupt"
+    assert run.data.metrics["cases_segmented"] == 2 and run.data.metrics["cases_failed"] == 1
+    assert run.data.params["overlap"] == "0.25" and run.data.params["checkpoint"] == "model.pt"
+    assert str(tmp_path) not in json.dumps(run.data.params) + json.dumps(run.data.tags)
+
+
+def test_datalist_input_without_tracking(checkpoint, scans, tmp_path):
+    datalist = tmp_path / "dataset.json"
+    datalist.write_text(json.dumps({"training": [{"image": "x.nrrd", "label": "y.nrrd"}], "test": ["lps.nrrd"]}))
+    output = tmp_path / "out"
+    result = gdlseg(
+        "infer", "--ckpt", checkpoint, "--input", datalist, "--dataset-dir", scans["lps"].parent,
+        "--output", output, "--no-tracking", "--save-probabilities", "--sw-batch-size", "2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in output.iterdir()) == ["lps_probabilities.npz", "lps_seg.json", "lps_seg.nii.gz"]
+
+
+def test_a_folder_with_two_dicom_series_asks_for_one(checkpoint, tmp_path):
+    folder = tmp_path / "two_series"
+    volume = np.transpose(box_volume(), (2, 1, 0))
+    write_dicom_series(folder, volume, series_uid="1.2.3.4.1")
+    write_dicom_series(folder / "second", volume[:, ::-1], series_uid="1.2.3.4.2")
+    for path in (folder / "second").iterdir():
+        path.rename(folder / f"b_{path.name}")
+    output = tmp_path / "out"
+    result = gdlseg("infer", "--ckpt", checkpoint, "--input", folder, "--output", output, "--no-tracking")
+    assert result.returncode == 1
+    assert "1.2.3.4.1" in result.stderr and "1.2.3.4.2" in result.stderr and "--series-uid" in result.stderr
+    chosen = gdlseg(
+        "infer",
+        "--ckpt",
+        checkpoint,
+        "--input",
+        folder,
+        "--output",
+        output,
+        "--no-tracking",
+        "--series-uid",
+        "1.2.3.4.2",
+    )
+    assert chosen.returncode == 0, chosen.stderr[-3000:]
+    provenance = (output / "two_series_seg.json").read_text()
+    assert "DOE" not in provenance and "PID-0042" not in provenance and "1.2.3.4" not in provenance
+
+
+# The refusals below run gdlseg's main() in this process (the same code the console script runs).
+def infer_in_process(capsys, *arguments) -> tuple[int, str]:
+    code = main(["infer", *map(str, arguments)])
+    return code, capsys.readouterr().err
+
+
+def test_an_output_folder_that_cannot_be_written_is_a_usage_error(checkpoint, scans, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code, stderr = infer_in_process(capsys, "--ckpt", checkpoint, "--input", scans["lps"], "--output", blocker / "out")
+    assert code == 2 and f"--output {blocker / 'out'}: cannot write there" in stderr
+
+
+def test_a_checkpoint_of_another_architecture_fails_before_writing_anything(scans, tmp_path, capsys):
+    unet = UNet(spatial_dims=3, in_channels=1, out_channels=4, channels=(8, 16), strides=(2,))
+    torch.save(unet.state_dict(), tmp_path / "unet.pt")
+    output = tmp_path / "out"
+    code, stderr = infer_in_process(capsys, "--ckpt", tmp_path / "unet.pt", "--input", scans["lps"], "--output", output)
+    assert code == 1 and "unet.pt does not fit the bundle's network (SegResNet)" in stderr
+    assert not output.exists()
+
+
+def test_a_class_count_other_than_the_checkpoints_is_refused(checkpoint, scans, tmp_path, capsys):
+    output = tmp_path / "out"
+    code, stderr = infer_in_process(
+        capsys, "--ckpt", checkpoint, "--input", scans["lps"], "--output", output, "--num-classes", "7"
+    )
+    assert code == 1 and "has 4 output channels (classes) but --class-names/--num-classes says 7" in stderr
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--overlap", "1"], "--overlap must lie in [0, 1)"),
+        (["--sw-batch-size", "0"], "--sw-batch-size must be at least 1"),
+        (["--device", "cuda:0"], "CUDA is not available"),
+        (["--ckpt", "missing.pt"], "--ckpt missing.pt: no such file"),
+    ],
+)
+def test_bad_options_are_usage_errors(checkpoint, scans, tmp_path, capsys, arguments, message):
+    base = {"--ckpt": checkpoint, "--input": scans["lps"], "--output": tmp_path / "o"}
+    base.update(dict(zip(arguments[::2], arguments[1::2])))
+    code, stderr = infer_in_process(capsys, *[item for pair in base.items() for item in pair])
+    assert code == 2 and message in stderr
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,55 @@
+"""Small real checkpoints and scans for inference tests (random weights: geometry and plumbing do not
+depend on what the network learnt)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from monai.networks.nets import SegResNet
+
+CLASS_NAMES = ["background", "organ", "vessel", "lesion"]
+ROI = [16, 16, 16]
+
+
+def segresnet(classes: int = 4, filters: int = 8, in_channels: int = 1) -> SegResNet:
+    """The bundle's architecture (blocks 1-2-2-4 down, 1-1-1 up) at a tiny width."""
+    torch.manual_seed(0)
+    return SegResNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=classes,
+        init_filters=filters,
+        blocks_down=[1, 2, 2, 4],
+        blocks_up=[1, 1, 1],
+    )
+
+
+def write_checkpoint(
+    folder: Path,
+    classes: int = 4,
+    filters: int = 8,
+    record: bool = True,
+    run_id: str | None = None,
+    full: bool = False,
+) -> Path:
+    """``folder/model.pt`` (a plain state dict, or a full training checkpoint with ``full``), with the
+    ``training.json`` training writes (``record``) and an ``mlflow_run.json`` (``run_id``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    network = segresnet(classes, filters)
+    path = folder / ("checkpoint_final.pt" if full else "model.pt")
+    state = {"model": network.state_dict(), "optimizer": {"state": {}, "param_groups": []}} if full else None
+    torch.save(state or network.state_dict(), path)
+    if record:
+        names = CLASS_NAMES if classes == 4 else [f"c{i}" for i in range(classes)]
+        content = {"class_names": names, "num_classes": classes, "class_weights": [1.0] * classes}
+        content.update(roi_size=ROI, pixdim=[1.5, 1.5, 2.5], intensity="ct", ct_window=[-1000, 1000])
+        content["init_filters"] = filters
+        (folder / "training.json").write_text(json.dumps(content))
+    if run_id:
+        (folder / "mlflow_run.json").write_text(json.dumps({"run_id": run_id, "run_name": "train-x"}))
+    return path
+
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[2] / "bundles" / "segresnet_gdl"
