@@ -6,6 +6,7 @@ uneven spacing, gantry tilt) are written by giving the position of every slice.
 
 from __future__ import annotations
 
+import locale
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ def write_dicom_series(
     """Write ``volume`` (z, y, x int16) as one CT series of 2D slices; return the image it encodes
     (the regular grid; with ``positions`` the files say otherwise)."""
     folder.mkdir(parents=True, exist_ok=True)
+    saved_locale = locale.setlocale(locale.LC_ALL)
     image = sitk.GetImageFromArray(volume.astype(np.int16))
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
@@ -64,6 +66,9 @@ def write_dicom_series(
             slice_.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{prefix}_{index:03d}.dcm"))
         writer.Execute(slice_)
+    # ITK's GDCM writer resets the C locale to "C": without this, later text-mode subprocess output
+    # in the same test process would be decoded as ASCII.
+    locale.setlocale(locale.LC_ALL, saved_locale)
     return image
 
 

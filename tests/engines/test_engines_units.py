@@ -56,12 +56,15 @@ def test_executed_config_applies_command_line_overrides():
         "--train#trainer#max_epochs",
         "3",
         "--dataset_dir",
-        "/data",
+        "/data/MRN-1234567",
+        "--class_names",
+        "['background','liver']",
     ]
     snapshot = executed_config(argv)
     assert snapshot["roi_size"] == [32, 32, 16]
     assert snapshot["train"]["trainer"]["max_epochs"] == 3
-    assert snapshot["dataset_dir"] == "/data"
+    assert snapshot["class_names"] == ["background", "liver"]
+    assert snapshot["dataset_dir"] == "<path>"  # folders are often named after patients
     assert executed_config(["pytest", "-q"]) is None
 
 

@@ -3,10 +3,15 @@
 MONAI does not hand its parser to the components it builds, so this re-reads the command line the
 way ``monai.bundle`` does (``fire`` rules), loads the same config files and applies the same
 overrides. Outside such a run it returns None.
+
+Paths given on the command line (the dataset, outputs, checkpoints) are replaced by ``<path>``:
+hospitals name folders after patients, and this record goes to MLflow. The dataset itself is
+identified by its fingerprint tag instead.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -53,5 +58,17 @@ def executed_config(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser = ConfigParser(ConfigParser.load_config_files(arguments["config_file"]))
     for key, value in arguments.items():
         if key not in _RUN_ARGUMENTS:
-            parser[key] = value
+            parser[key] = withhold_paths(value)
     return parser.get()
+
+
+def withhold_paths(value: Any) -> Any:
+    """``value`` with every string that names a file system path (absolute, or existing) replaced by
+    ``"<path>"``; lists, tuples and dicts are searched recursively."""
+    if isinstance(value, str):
+        return "<path>" if os.path.isabs(value) or (os.sep in value and os.path.exists(value)) else value
+    if isinstance(value, (list, tuple)):
+        return [withhold_paths(item) for item in value]
+    if isinstance(value, dict):
+        return {key: withhold_paths(item) for key, item in value.items()}
+    return value
