@@ -28,6 +28,7 @@ demo: install
 bench: install
 	$(PY) scripts/bench_loss.py
 	$(PY) scripts/bench_train.py
+	$(PY) scripts/bench_infer.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info plugin/*.egg-info .pytest_cache demo outputs

@@ -2,9 +2,10 @@
 
     python scripts/demo.py [--workdir demo] [--epochs 40]
 
-Runs the segresnet_gdl bundle with ``python -m monai.bundle run`` exactly as a user would, on CPU
-unless a GPU is present, and prints the per-class Dice, where the predictions and the MLflow data
-are, and the command that opens the MLflow UI on them.
+Runs the segresnet_gdl bundle with ``python -m monai.bundle run`` exactly as a user would (training,
+evaluation), then ``gdlseg infer`` on the test scans, on CPU unless a GPU is present, and prints the
+per-class Dice, where the predictions and the MLflow data are, and the command that opens the MLflow
+UI on them.
 """
 
 from __future__ import annotations
@@ -63,16 +64,19 @@ def main() -> None:
         },
     )
     bundle_run(["train.yaml", "evaluate.yaml"], {**common, "experiment_name": "gdlseg-demo"})
-    bundle_run(
-        ["train.yaml", "inference.yaml"], {**common, "input": dataset / "imagesTs", "experiment_name": "gdlseg-demo"}
-    )
+    predictions = output / "predictions"
+    command = [str(Path(sys.executable).parent / "gdlseg"), "infer", "--ckpt", str(output / "models" / "model.pt")]
+    command += ["--input", str(dataset / "imagesTs"), "--output", str(predictions), "--experiment", "gdlseg-demo"]
+    command += ["--tracking-uri", f"sqlite:///{output / 'mlflow' / 'mlflow.db'}"]
+    print("\n$ gdlseg infer --ckpt …/model.pt --input …/imagesTs --output …/predictions", flush=True)
+    subprocess.run(command, check=True)
     summary = json.loads((output / "evaluation" / "summary.json").read_text())
     print("\nPer-class Dice on the validation cases (mean over cases):")
     for name, stats in summary.items():
         if isinstance(stats, dict):
             print(f"  {name:<10} {stats['mean']:.3f}" if stats["mean"] is not None else f"  {name:<10} n/a")
     print(f"  mean       {summary['mean_dice']:.3f}")
-    print(f"\nPredictions:   {output / 'predictions'}")
+    print(f"\nPredictions:   {predictions} (each with its provenance record <case>_seg.json)")
     print(f"Best model:    {output / 'models' / 'model.pt'}")
     print(f"Reports:       {output / 'reports'} and {output / 'evaluation'}")
     print(f"MLflow store:  {output / 'mlflow' / 'mlflow.db'}")
