@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -197,18 +195,11 @@ def machine_description() -> dict:
     import monai
     import torch
 
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    memory = _status_meminfo_gib()
+    from bench_loss import machine_description as common_description
+
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": memory,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        **common_description(),
+        "memory_gib": _status_meminfo_gib(),
         "monai": monai.__version__,
         "bf16_native": bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()),
     }
