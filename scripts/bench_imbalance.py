@@ -17,11 +17,15 @@ Each run uses one torch thread; ``--workers`` runs go in parallel.
 
 Writes ``<output>.json`` (every run, curves included), ``<output>.md`` (per-class Dice, mean ± sd over
 seeds) and ``<output>.png`` (held-out Dice against training iterations), and prints the tables.
+Each finished run is also kept in ``<output>_runs/`` (one JSON per run, named by its settings): an
+interrupted benchmark started again with the same settings picks up where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import multiprocessing
 import sys
 import time
@@ -32,10 +36,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_loss import machine_description
 from imbalance_report import markdown_report, plot_curves, summarise
-from imbalance_training import RunSpec, loss_label, run
+from imbalance_training import BUNDLE_DEFAULT_LOSS, RunSpec, loss_label, run
 
 # The issue's comparison: CE, the MONAI losses, gdlseg's GDL in each w_type, with auto class weights,
-# GDL + CE mixes (λ_ce 1 is the bundle's provisional default), then two explored variants (not in --quick).
+# then GDL + CE mixes: constant, and the CE schedule that is the bundle's default.
 DEFAULT_LOSSES = [
     "ce",
     "monai-dice",
@@ -46,11 +50,13 @@ DEFAULT_LOSSES = [
     "gdl:w=uniform",
     "gdl:w=square,cw=auto",
     "gdl:w=square,cw=auto,ce=1",
-    "gdl:w=square,cw=auto,ce=0.1",
-    "gdl:w=simple,cw=auto,ce=1",
-    "gdl:w=square,cw=auto,ce=0.1,ce_end=1",
+    "gdl:w=square,ce=0.1",
+    BUNDLE_DEFAULT_LOSS,
 ]
-QUICK_LOSSES = DEFAULT_LOSSES[:10]
+# The many-class task is the collapse check: the reference losses, square GDL and the default.
+MANY_CLASS_LOSSES = ["ce", "monai-dicece", "monai-gdl", BUNDLE_DEFAULT_LOSS]
+QUICK_LOSSES = ["ce", "monai-dicece", "monai-gdl", "gdl:w=square", "gdl:w=square,ce=0.1", BUNDLE_DEFAULT_LOSS]
+QUICK_MANY_CLASS_LOSSES = ["ce", "monai-gdl", BUNDLE_DEFAULT_LOSS]
 FULL = {"seeds": 3, "iterations": 600, "eval_every": 100, "size": 64, "train_cases": 12, "test_cases": 6}
 QUICK = {"seeds": 1, "iterations": 200, "eval_every": 100, "size": 64, "train_cases": 12, "test_cases": 4}
 
@@ -59,7 +65,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"fewer runs and iterations: {QUICK}")
     parser.add_argument("--tasks", nargs="+", default=["organs", "many"], choices=["organs", "many"])
-    parser.add_argument("--losses", nargs="+", help="see imbalance_training.py; default all 12, 10 with --quick")
+    parser.add_argument(
+        "--losses", nargs="+", help="see imbalance_training.py (default: DEFAULT_LOSSES, MANY_CLASS_LOSSES on many)"
+    )
     parser.add_argument("--seeds", type=int, help=f"seeds per loss (default {FULL['seeds']})")
     parser.add_argument("--iterations", type=int, help=f"training iterations per run (default {FULL['iterations']})")
     parser.add_argument("--eval-every", type=int, help="held-out evaluation interval for the curves")
@@ -75,8 +83,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=Path("results/bench_imbalance"), help="output path prefix")
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
+    args.many_losses = args.losses
     if args.losses is None:
         args.losses = QUICK_LOSSES if args.quick else DEFAULT_LOSSES
+        args.many_losses = QUICK_MANY_CLASS_LOSSES if args.quick else MANY_CLASS_LOSSES
     for key, value in preset.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -111,29 +121,50 @@ def run_specs(args: argparse.Namespace) -> list[RunSpec]:
         )
         for task in args.tasks
         for seed in range(args.seeds)
-        for loss in args.losses
+        for loss in (args.losses if task == "organs" else args.many_losses)
     ]
 
 
-def run_all(specs: list[RunSpec], workers: int) -> list[dict]:
-    """Every run, in parallel processes (spawned: no state shared with this one)."""
+def cached_run_path(cache: Path, spec: RunSpec) -> Path:
+    """Where the result of ``spec`` is kept: readable task/seed plus a digest of every setting."""
+    digest = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode()).hexdigest()[:16]
+    return cache / f"{spec.task}_seed{spec.seed}_{digest}.json"
+
+
+def run_all(specs: list[RunSpec], workers: int, cache: Path) -> tuple[list[dict], int]:
+    """Every run, in parallel processes (spawned: no state shared with this one); runs already in
+    ``cache`` are read back instead of trained again. Returns the results and how many were read back."""
+    from gdlseg.data.atomic import write_json_atomically
+
     results, started = [], time.perf_counter()
+    todo = []
+    for spec in specs:
+        path = cached_run_path(cache, spec)
+        if path.is_file():
+            results.append(json.loads(path.read_text()))
+        else:
+            todo.append(spec)
+    reused = len(results)
+    cache.mkdir(parents=True, exist_ok=True)
+    if reused:
+        print(f"{reused} runs read back from {cache}", file=sys.stderr, flush=True)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(run, spec): spec for spec in specs}
+        futures = {pool.submit(run, spec): spec for spec in todo}
         for done, future in enumerate(as_completed(futures), start=1):
             result = future.result()
+            write_json_atomically(cached_run_path(cache, futures[future]), result)
             results.append(result)
             elapsed = time.perf_counter() - started
             dice = " ".join(f"{d:.2f}" for d in result["dice"][1:8])
             print(
-                f"[{done}/{len(specs)} {elapsed / 60:.1f} min] {result['task']} seed {result['seed']} "
+                f"[{done}/{len(todo)} {elapsed / 60:.1f} min] {result['task']} seed {result['seed']} "
                 f"{result['label']}: Dice {dice}{' …' if len(result['dice']) > 8 else ''}",
                 file=sys.stderr,
                 flush=True,
             )
     order = {(s.task, s.loss, s.seed): i for i, s in enumerate(specs)}
-    return sorted(results, key=lambda r: order[(r["task"], r["loss"], r["seed"])])
+    return sorted(results, key=lambda r: order[(r["task"], r["loss"], r["seed"])]), reused
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,20 +174,21 @@ def main(argv: list[str] | None = None) -> int:
     specs = run_specs(args)
     print(f"{len(specs)} runs on {args.workers} workers", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    results = run_all(specs, args.workers)
+    results, reused = run_all(specs, args.workers, Path(str(args.output) + "_runs"))
     wall_seconds = time.perf_counter() - started
     command = "python scripts/bench_imbalance.py " + " ".join(sys.argv[1:] if argv is None else argv)
     machine = {**machine_description(), "torch_threads": 1, "parallel_runs": args.workers}
     summary = summarise(results)
     settings = {key: value for key, value in asdict(specs[0]).items() if key not in ("task", "loss", "seed")}
     settings |= {"seeds": args.seeds, "network": f"SegResNet init_filters={args.init_filters}, blocks 1-2-2-4 / 1-1-1"}
-    report = markdown_report(summary, settings, command, machine, wall_seconds)
+    report = markdown_report(summary, settings, command, machine, wall_seconds, reused)
     print(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     output = {
         "command": command,
         "machine": machine,
         "wall_seconds": wall_seconds,
+        "runs_read_back": reused,
         "settings": settings,
         "summary": summary,
         "runs": results,

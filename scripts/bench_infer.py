@@ -270,6 +270,24 @@ def _write_warmup(scan: Path, warmup: Path, roi) -> None:
     sitk.WriteImage(sitk.RegionOfInterest(image, size, [0, 0, 0]), str(warmup))
 
 
+def git_commit() -> str | None:
+    """The checkout's commit (with ``+changes`` when the work tree differs), or None outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=REPO).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit.stdout.strip() + ("+changes" if dirty.strip() else "")
+
+
+def kept_rows(output: Path, cases: list[str]) -> list[dict]:
+    """Rows of the other cases from an earlier report at ``output`` (each says how it was measured), so
+    that measuring one case does not drop the others."""
+    if not output.is_file():
+        return []
+    return [row for row in json.loads(output.read_text()).get("results", []) if row.get("case") not in cases]
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = [
         "| case | configuration | s / volume | speed-up | peak RAM GiB | RAM vs MONAI | voxel agreement |",
@@ -301,12 +319,16 @@ def main() -> int:
         print(json.dumps(run_worker(config, Path(checkpoint), Path(scan), Path(warmup), Path(labels), args.roi)))
         return 0
     rows = []
+    command = "python scripts/bench_infer.py " + " ".join(sys.argv[1:])
     with tempfile.TemporaryDirectory() as folder:
         for case in args.cases:
             rows += run_case(case, Path(folder), args.epochs)
+    for row in rows:
+        row["measured_by"] = {"command": command, "date": time.strftime("%Y-%m-%d"), "commit": git_commit()}
+    rows = kept_rows(args.output, args.cases) + rows
     table = markdown_table(rows)
     print(table)
-    report = {"machine": machine_description(), "command": " ".join(sys.argv), "results": rows, "table": table}
+    report = {"machine": machine_description(), "results": rows, "table": table}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nsaved {args.output}", file=sys.stderr)

@@ -8,7 +8,7 @@ windowed to ``[0, 1]``):
   (ellipsoid of radius 3.0–3.8 voxels: 0.04–0.09 % of a 64³ volume, 25 HU darker than the organ
   under white noise of σ = 15 HU plus a smooth texture of σ ≈ 5 HU: contrast-to-noise ≈ 1.6).
 - ``many`` — 24 classes: background and 23 blobs of fixed radius per class (2.5–8 voxels, so class
-  volumes differ ~30×), each class with its own intensity (60–940 HU, 40 HU apart, σ = 15 HU noise),
+  volumes differ ~30×), each class with its own intensity (60–2260 HU, 100 HU apart, σ = 15 HU noise),
   placed at random non-overlapping positions. A patch of an eighth of the volume holds only a few
   of the 24 classes: most are absent from any one patch.
 
@@ -25,7 +25,7 @@ from scipy.ndimage import gaussian_filter
 ORGAN_CLASS_NAMES = ["background", "organ", "vessel", "lesion"]
 MANY_CLASS_COUNT = 24
 ORGAN_WINDOW = (-200.0, 300.0)
-MANY_WINDOW = (-100.0, 1000.0)
+MANY_WINDOW = (-100.0, 2400.0)
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def many_class_case(size: int, seed: int, num_classes: int = MANY_CLASS_COUNT) -
         placed.append((centre, radius))
         blob = _ellipsoid(grid, centre, radius * rng.uniform(0.85, 1.15, size=3))
         labels[blob] = index + 1
-        image[blob] = 20.0 + 40.0 * (index + 1)
+        image[blob] = 60.0 + 100.0 * index
     image += rng.normal(0.0, 15.0, size=image.shape)
     return _window(image, MANY_WINDOW), labels
 

@@ -68,14 +68,20 @@ def _cell(mean: float, sd: float, digits: int = 3) -> str:
     return "—" if np.isnan(mean) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
-def markdown_report(summary: dict, settings: dict, command: str, machine: dict, wall_seconds: float) -> str:
-    """Markdown tables: per-class Dice for ``organs``, collapse indicators for ``many``."""
+def markdown_report(
+    summary: dict, settings: dict, command: str, machine: dict, wall_seconds: float, reused: int = 0
+) -> str:
+    """Markdown tables: per-class Dice for ``organs``, collapse indicators for ``many``; ``reused`` runs
+    were read back from an earlier invocation (the wall time does not include them)."""
+    wall = f"wall time {wall_seconds / 60:.1f} min"
+    if reused:
+        wall += f" (plus {reused} runs read back from an earlier invocation with the same settings)"
     lines = [
         "# Class-imbalance benchmark",
         "",
         f"Command: `{command}`  ",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
-        f"{machine['parallel_runs']} runs in parallel with 1 thread each; wall time {wall_seconds / 60:.1f} min.  ",
+        f"{machine['parallel_runs']} runs in parallel with 1 thread each; {wall}.  ",
         f"Settings: {settings['iterations']} iterations, batch {settings['batch_size']} patches of "
         f"{settings['patch']}³ ({settings['sampling']} sampling) from {settings['train_cases']} volumes of "
         f"{settings['size']}³, {settings['network']}, AdamW lr {settings['learning_rate']:g} warm-up + cosine; "

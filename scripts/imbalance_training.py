@@ -9,8 +9,10 @@ Loss names:
   weight is given), ``include_background=False, batch=True, normalize_weights=True``. Keys:
   ``w`` square|simple|uniform (default square); ``cw`` none|auto (class weights of
   :func:`gdlseg.data.class_weights.volume_class_weights` on the training labels); ``cap`` the auto
-  formula's ``max_ratio`` (default 10); ``ce`` λ_ce (default 0: GDL alone); ``ce_end`` λ_ce at the
-  last iteration, linear from ``ce`` (a schedule); ``gdl`` λ_gdl (default 1).
+  formula's ``max_ratio`` (default 10); ``ratio`` the loss's ``max_weight_ratio`` (cap on the ratio
+  between the effective class weights; default none); ``ce`` λ_ce (default 0: GDL alone); ``ce_end`` λ_ce at the
+  last iteration, linear from ``ce`` (a schedule); ``gdl`` λ_gdl (default 1); ``dice`` λ_dice, a
+  soft Dice term next to the GDL (default 0).
 """
 
 from __future__ import annotations
@@ -32,7 +34,18 @@ MONAI_LOSSES = {
     "monai-dicece": "MONAI DiceCELoss",
     "monai-gdl": "MONAI GeneralizedDiceLoss (square)",
 }
-GDL_DEFAULTS = {"w": "square", "cw": "none", "cap": "10", "ce": "0", "ce_end": None, "gdl": "1"}
+# bundles/segresnet_gdl/configs/train.yaml's loss: square GDL, no extra class weights, λ_ce 0.1 → 1.
+BUNDLE_DEFAULT_LOSS = "gdl:w=square,ce=0.1,ce_end=1"
+GDL_DEFAULTS = {
+    "w": "square",
+    "cw": "none",
+    "cap": "10",
+    "ratio": None,
+    "ce": "0",
+    "ce_end": None,
+    "gdl": "1",
+    "dice": "0",
+}
 
 
 def parse_gdl(name: str) -> dict:
@@ -55,6 +68,12 @@ def parse_gdl(name: str) -> dict:
 
 def loss_label(name: str) -> str:
     """Human-readable description of a loss name, for tables and plots."""
+    if name == BUNDLE_DEFAULT_LOSS:
+        return _describe(name) + " (bundle default)"
+    return _describe(name)
+
+
+def _describe(name: str) -> str:
     if name in MONAI_LOSSES:
         return MONAI_LOSSES[name]
     if not name.startswith("gdl"):
@@ -63,8 +82,12 @@ def loss_label(name: str) -> str:
     label = f"gdlseg GDL {options['w']}"
     if options["cw"] == "auto":
         label += f", auto weights (max ratio {float(options['cap']):g})"
+    if options["ratio"] is not None:
+        label += f", weight ratio ≤ {float(options['ratio']):g}"
     if float(options["gdl"]) != 1:
         label = f"{float(options['gdl']):g}·{label}"
+    if float(options["dice"]):
+        label += f" + {float(options['dice']):g}·Dice"
     if options["ce_end"] is not None:
         label += f" + CE λ {float(options['ce']):g}→{float(options['ce_end']):g}"
     elif float(options["ce"]):
@@ -100,13 +123,14 @@ def build_loss(name: str, train_labels: np.ndarray, num_classes: int) -> tuple[t
     if options["cw"] == "auto":
         volumes = np.bincount(train_labels.ravel(), minlength=num_classes)
         weights = volume_class_weights(volumes, max_ratio=float(options["cap"]))
-    settings = {**common, "w_type": options["w"], "class_weights": weights}
-    lambda_ce, lambda_gdl = float(options["ce"]), float(options["gdl"])
+    ratio = None if options["ratio"] is None else float(options["ratio"])
+    settings = {**common, "w_type": options["w"], "class_weights": weights, "max_weight_ratio": ratio}
+    lambda_ce, lambda_gdl, lambda_dice = float(options["ce"]), float(options["gdl"]), float(options["dice"])
     recorded = {**settings, "lambda_gdl": lambda_gdl, "lambda_ce": lambda_ce, "lambda_ce_end": options["ce_end"]}
-    if lambda_ce or options["ce_end"] is not None:
-        # Built with λ_ce > 0 so that the CE term exists; a schedule then sets λ_ce every iteration.
-        loss = GeneralizedDiceCELoss(**settings, lambda_gdl=lambda_gdl, lambda_ce=max(lambda_ce, 1e-12))
-        loss.lambda_ce = lambda_ce
+    recorded["lambda_dice"] = lambda_dice
+    if lambda_ce or lambda_dice or options["ce_end"] is not None:
+        # A schedule sets λ_ce every iteration (the loss reads it at each call).
+        loss = GeneralizedDiceCELoss(**settings, lambda_gdl=lambda_gdl, lambda_ce=lambda_ce, lambda_dice=lambda_dice)
         return loss, recorded
     return ClassWeightedGeneralizedDiceLoss(**settings), recorded
 

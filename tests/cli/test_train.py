@@ -28,7 +28,7 @@ def gdlseg(*arguments: str) -> subprocess.CompletedProcess:
 def test_train_runs_the_bundle_and_tracks_one_finished_run(dataset, tmp_path):
     output = tmp_path / "run"
     result = gdlseg(
-        "train", "--dataset", str(dataset), "--output", str(output), "--epochs", "1", "--lambda-ce", "0.5",
+        "train", "--dataset", str(dataset), "--output", str(output), "--epochs", "1", "--lambda-ce", "0.5", "0.2",
         "--classes", "background", "organ", "vessel", "lesion", "--run-name", "wrapped", *TINY, *TINY_SETS,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
@@ -40,6 +40,7 @@ def test_train_runs_the_bundle_and_tracks_one_finished_run(dataset, tmp_path):
     [run] = client.search_runs([client.get_experiment_by_name("gdlseg").experiment_id])
     assert run.info.run_name == "wrapped" and run.info.status == "FINISHED"
     assert float(run.data.params["loss.lambda_ce"]) == 0.5
+    assert json.loads(run.data.params["loss_schedule.lambda_ce"]) == [0.5, 0.2]
     assert run.data.params["max_epochs"] == "1"
 
 
@@ -55,8 +56,9 @@ def test_dry_run_prints_the_torchrun_command_for_several_processes(dataset, tmp_
     ("arguments", "message"),
     [
         (["--epochs", "0"], "--epochs must be at least 1"),
-        (["--class-weights", "1", "heavy"], "--class-weights expects 'auto' or numbers"),
+        (["--class-weights", "1", "heavy"], "--class-weights expects 'auto', 'none' or numbers"),
         (["--set", "no_equals_sign"], "--set expects ID=VALUE"),
+        (["--lambda-ce", "0.1", "0.5", "1"], "--lambda-ce takes one value or START END"),
         (["--nproc-per-node", "0"], "--nproc-per-node must be at least 1"),
     ],
 )

@@ -156,7 +156,7 @@ def test_a_trailing_channel_of_one_is_allowed(dataset):
         ({"class_weights": [1.0, 2.0]}, "class_weights has 2 entries but num_classes is 4"),
         ({"class_weights": [1.0, -2.0, 1.0, 1.0]}, "class_weights[1] = -2.0: every class weight must be a finite"),
         ({"class_weights": [1.0, 1.0, float("nan"), 1.0]}, "class_weights[2] = nan: every class weight must be"),
-        ({"class_weights": "equal"}, "class_weights must be 'auto' or a list of numbers, got 'equal'"),
+        ({"class_weights": "equal"}, "class_weights must be 'auto', 'none' or a list of numbers, got 'equal'"),
     ],
 )
 def test_bad_class_settings_name_the_argument(settings, message):

@@ -24,7 +24,7 @@ def test_explicit_weights_are_checked():
         resolve_class_weights([1, 2], [1, 1, 1], 3)
     with pytest.raises(ValueError, match=r"class_weights\[1\] = nan"):
         resolve_class_weights([1, math.nan, 1], [1, 1, 1], 3)
-    with pytest.raises(ValueError, match="'auto' or a list"):
+    with pytest.raises(ValueError, match="'auto', 'none' or a list"):
         resolve_class_weights("balanced", [1, 1, 1], 3)
 
 
@@ -56,3 +56,7 @@ def test_phantoms_are_imbalanced_with_oblique_anisotropic_headers():
     np.testing.assert_allclose(spacing, [1.5, 1.5, 2.5])
     assert not np.allclose(affine[:3, :3] / spacing, np.eye(3))
     assert image.dtype == np.int16
+
+
+def test_none_means_the_volume_weights_alone():
+    assert resolve_class_weights("none", [100, 10, 1], 3) == [1.0, 1.0, 1.0]

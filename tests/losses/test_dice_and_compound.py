@@ -91,6 +91,22 @@ def test_compound_is_the_weighted_sum_of_its_terms():
     torch.testing.assert_close(actual, 0.7 * gdl + 0.3 * ce)
 
 
+@pytest.mark.parametrize("batch", [False, True])
+def test_dice_term_is_the_class_weighted_soft_dice_on_the_same_statistics(batch):
+    logits, labels = problem()
+    options = dict(softmax=True, to_onehot_y=True, include_background=False, batch=batch, ignore_index=3)
+    weights = [1.0, 2.0, 0.5, 1.0]
+    gdl = ClassWeightedGeneralizedDiceLoss(**options, class_weights=weights, max_weight_ratio=20)(logits, labels)
+    dice = ClassWeightedDiceLoss(**options, class_weights=weights)(logits, labels)
+    ce = GeneralizedDiceCELoss(**options, class_weights=weights, lambda_gdl=0.0, lambda_ce=1.0)(logits, labels)
+    compound = GeneralizedDiceCELoss(
+        **options, class_weights=weights, max_weight_ratio=20, lambda_gdl=0.7, lambda_ce=0.2, lambda_dice=0.5
+    )
+    torch.testing.assert_close(compound(logits, labels), 0.7 * gdl + 0.2 * ce + 0.5 * dice)
+    compound.lambda_ce = 0.0  # what a schedule does between calls
+    torch.testing.assert_close(compound(logits, labels), 0.7 * gdl + 0.5 * dice)
+
+
 def test_without_weights_the_ce_matches_monai_dice_ce_term():
     logits, labels = problem()
     expected = DiceCELoss(softmax=True, to_onehot_y=True, lambda_dice=0.0)(logits, labels)
@@ -144,7 +160,8 @@ def test_cross_entropy_is_exact_for_extreme_logits():
     [
         (dict(), "exactly one of softmax=True"),
         (dict(softmax=True, sigmoid=True), "exactly one of softmax=True"),
-        (dict(softmax=True, lambda_gdl=0, lambda_ce=0), "both 0"),
+        (dict(softmax=True, lambda_gdl=0, lambda_ce=0), "all 0"),
+        (dict(softmax=True, lambda_dice=-1), "lambda_dice must be a finite number >= 0"),
         (dict(softmax=True, lambda_ce=-1), "lambda_ce must be a finite number >= 0"),
     ],
 )

@@ -317,6 +317,49 @@ def test_absent_class_takes_the_largest_finite_weight_of_its_sample():
     torch.testing.assert_close(value, 1 - 2 * (w * intersection).sum() / (w * total).sum())
 
 
+def test_max_weight_ratio_floors_small_weights_at_the_largest_over_r():
+    """Square weights 1/V² for volumes 1, 2, 8 are 1, 1/4, 1/64; R = 8 lifts 1/64 to 1/8, keeps 1/4."""
+    probabilities = torch.tensor([0.9, 0.1, 0.1, 0.1, 0.2, 0.8, 0.9, 0.3]).expand(3, 8).reshape(1, 3, 8).clone()
+    target = torch.zeros(1, 3, 8)
+    target[0, 0, 0] = 1
+    target[0, 1, :2] = 1
+    target[0, 2, :] = 1
+    intersection = (probabilities * target).sum(-1)[0]
+    total = (probabilities + target).sum(-1)[0]
+    w = torch.tensor([1.0, 1 / 4, 1 / 8])
+    w = w / w.sum()
+    expected = 1 - (2 * (w * intersection).sum() + 1e-5) / ((w * total).sum() + 1e-5)
+    torch.testing.assert_close(ClassWeightedGeneralizedDiceLoss(max_weight_ratio=8)(probabilities, target), expected)
+
+
+def test_max_weight_ratio_bounds_the_weights_on_an_imbalanced_problem_and_one_gives_uniform_weights():
+    from gdlseg.losses.weights import generalized_dice_weights
+
+    _, labels = imbalanced_problem(batch=1)
+    volumes = torch.stack([(labels == c).sum() for c in range(4)]).float()[None]
+    scored = torch.tensor([False, True, True, True])
+    free, _ = generalized_dice_weights(volumes, "square", torch.ones(4), scored, True)
+    capped, _ = generalized_dice_weights(volumes, "square", torch.ones(4), scored, True, 30.0)
+    assert free[0, 1:].max() / free[0, 1:].min() > 1000
+    torch.testing.assert_close(capped[0, 1:].max() / capped[0, 1:].min(), torch.tensor(30.0))
+    assert capped[0, 0] == 0 and torch.isclose(capped.sum(), torch.tensor(1.0))
+    uniform, _ = generalized_dice_weights(volumes, "square", torch.ones(4), scored, True, 1.0)
+    torch.testing.assert_close(uniform[0, 1:], torch.full((3,), 1 / 3))
+
+
+def test_max_weight_ratio_leaves_zero_class_weights_at_zero_and_is_checked():
+    from gdlseg.losses.weights import generalized_dice_weights
+
+    volumes = torch.tensor([[100.0, 1.0, 10.0]])
+    weights, _ = generalized_dice_weights(
+        volumes, "square", torch.tensor([1.0, 0.0, 1.0]), torch.ones(3, dtype=torch.bool), False, 2.0
+    )
+    assert weights[0, 1] == 0 and torch.isclose(weights[0, 0], weights[0, 2] / 2)
+    for bad in (0.5, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="max_weight_ratio"):
+            ClassWeightedGeneralizedDiceLoss(max_weight_ratio=bad)
+
+
 # memory: the label map is never expanded into a dense one-hot kept for backward
 def _saved_bytes(loss, logits, labels):
     saved = []

@@ -41,6 +41,13 @@ def test_tiny_run_writes_json_markdown_and_plot(tmp_path):
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes left no temporary file
 
+    # Started again with the same settings, every run is read back instead of trained again.
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert again.returncode == 0, again.stderr
+    assert f"{2 * len(losses)} runs read back" in again.stderr
+    rerun = json.loads((tmp_path / "bench.json").read_text())
+    assert rerun["runs"] == report["runs"] and rerun["runs_read_back"] == 2 * len(losses)
+
 
 def test_bad_loss_name_is_a_usage_error(tmp_path):
     command = [sys.executable, str(SCRIPT), "--losses", "gdl:w=cubic", "--output", str(tmp_path / "x")]

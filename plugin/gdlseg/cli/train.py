@@ -41,9 +41,22 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--classes", nargs="+", metavar="NAME", help="class names, background first")
     parser.add_argument("--epochs", type=int, help="number of epochs")
     parser.add_argument(
-        "--class-weights", nargs="+", metavar="W", help="'auto' or one weight per class, background included"
+        "--class-weights",
+        nargs="+",
+        metavar="W",
+        help="'auto', 'none' (ones) or one weight per class, background included",
     )
-    parser.add_argument("--lambda-ce", type=float, help="weight of the cross-entropy term (0: GDL alone)")
+    parser.add_argument(
+        "--lambda-ce",
+        nargs="+",
+        type=float,
+        metavar="W",
+        help="weight of the cross-entropy term: one value (constant; 0: GDL alone) or START END (linear over the "
+        "iterations; default 0.1 1.0)",
+    )
+    parser.add_argument(
+        "--max-weight-ratio", type=float, help="cap on the ratio between two class weights of the GDL (default: none)"
+    )
     parser.add_argument("--roi-size", nargs=3, type=int, metavar=("X", "Y", "Z"), help="training patch size")
     parser.add_argument("--pixdim", nargs=3, type=float, metavar=("X", "Y", "Z"), help="voxel spacing in mm")
     parser.add_argument("--intensity", choices=("ct", "mr"), help="intensity preset")
@@ -81,7 +94,11 @@ def bundle_overrides(args: argparse.Namespace) -> dict[str, str]:
     if args.class_weights:
         overrides["class_weights"] = class_weights_override(args.class_weights)
     if args.lambda_ce is not None:
-        overrides["lambda_ce"] = str(args.lambda_ce)
+        if len(args.lambda_ce) > 2:
+            raise UsageError(f"--lambda-ce takes one value or START END, got {len(args.lambda_ce)} values.")
+        overrides["lambda_ce"] = str(args.lambda_ce[0]) if len(args.lambda_ce) == 1 else repr(args.lambda_ce)
+    if args.max_weight_ratio is not None:
+        overrides["max_weight_ratio"] = str(args.max_weight_ratio)
     if args.roi_size:
         overrides["roi_size"] = repr(list(args.roi_size))
     if args.pixdim:
@@ -104,13 +121,13 @@ def bundle_overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def class_weights_override(values: list[str]) -> str:
-    """``auto`` or a list of numbers; the bundle checks the count against the classes."""
-    if values == ["auto"]:
-        return "auto"
+    """``auto``, ``none`` or a list of numbers; the bundle checks the count against the classes."""
+    if values in (["auto"], ["none"]):
+        return values[0]
     try:
         return repr([float(value) for value in values])
     except ValueError:
-        raise UsageError(f"--class-weights expects 'auto' or numbers, got {' '.join(values)}") from None
+        raise UsageError(f"--class-weights expects 'auto', 'none' or numbers, got {' '.join(values)}") from None
 
 
 def bundle_command(bundle: Path, overrides: dict[str, str], nproc_per_node: int = 1) -> list[str]:

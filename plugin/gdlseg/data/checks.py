@@ -7,7 +7,7 @@ datalist (its ``"training"`` and ``"validation"`` lists) the way the training pi
 collect every problem instead of stopping at the first:
 
 - the settings: ``num_classes`` an integer >= 2, ``class_names`` one per class,
-  ``class_weights`` ``auto`` or ``num_classes`` finite numbers >= 0;
+  ``class_weights`` ``auto``, ``none`` or ``num_classes`` finite numbers >= 0;
 - the datalist: missing, not JSON, no training case, an entry without image or label;
 - each file, from its header: missing, unreadable, truncated or corrupt (NIfTI verified end to
   end), a DICOM folder with several series or irregular slices, not 3D (a trailing dimension of

@@ -54,29 +54,31 @@ def resolve_class_weights(
     num_classes: int,
     max_ratio: float = 10.0,
 ) -> list[float]:
-    """``"auto"`` → :func:`volume_class_weights` of the training labels' class ``volumes``; a list is
-    checked and returned as floats.
+    """``"auto"`` → :func:`volume_class_weights` of the training labels' class ``volumes``; ``"none"``
+    → all ones (the GDL's volume weights alone); a list is checked and returned as floats.
 
     Raises:
         ValueError: a list of the wrong length, or with a negative, NaN or infinite entry.
     """
     weights = validate_class_weights(class_weights, num_classes)
-    return volume_class_weights(volumes, max_ratio) if weights == "auto" else weights
+    if weights == "auto":
+        return volume_class_weights(volumes, max_ratio)
+    return [1.0] * num_classes if weights == "none" else weights
 
 
 def validate_class_weights(class_weights: str | Sequence[float], num_classes: int) -> str | list[float]:
-    """``"auto"``, or the list as floats after checking it (without reading any label).
+    """``"auto"``, ``"none"``, or the list as floats after checking it (without reading any label).
 
     Raises:
         ValueError: naming ``class_weights``: not 'auto' nor a list, a list of the wrong length, or
             an entry that is not a finite number >= 0.
     """
     if isinstance(class_weights, str):
-        if class_weights != "auto":
-            raise ValueError(f"class_weights must be 'auto' or a list of numbers, got {class_weights!r}.")
+        if class_weights not in ("auto", "none"):
+            raise ValueError(f"class_weights must be 'auto', 'none' or a list of numbers, got {class_weights!r}.")
         return class_weights
     if not isinstance(class_weights, Sequence):
-        raise ValueError(f"class_weights must be 'auto' or a list of numbers, got {class_weights!r}.")
+        raise ValueError(f"class_weights must be 'auto', 'none' or a list of numbers, got {class_weights!r}.")
     if len(class_weights) != num_classes:
         raise ValueError(f"class_weights has {len(class_weights)} entries but num_classes is {num_classes}.")
     weights = []

@@ -1,4 +1,4 @@
-"""Generalized Dice + cross-entropy: λ_gdl·GDL + λ_ce·CE on one parsed target."""
+"""Generalized Dice + cross-entropy (+ soft Dice): λ_gdl·GDL + λ_ce·CE + λ_dice·Dice on one parsed target."""
 
 from __future__ import annotations
 
@@ -10,27 +10,34 @@ from torch import nn
 from gdlseg.losses._options import autocast_disabled, non_negative_float
 from gdlseg.losses.base import reduce_rows
 from gdlseg.losses.cross_entropy import cross_entropy_from_statistics
+from gdlseg.losses.dice import weighted_dice_from_statistics
 from gdlseg.losses.generalized_dice import ClassWeightedGeneralizedDiceLoss
+from gdlseg.losses.inputs import scored_channels
 
 
 class GeneralizedDiceCELoss(nn.Module):
-    """``λ_gdl · GDL + λ_ce · CE`` with the same class weights and ``ignore_index`` in both terms.
+    """``λ_gdl · GDL + λ_ce · CE + λ_dice · Dice`` with the same class weights and ``ignore_index`` in
+    every term.
 
     The GDL term is :class:`ClassWeightedGeneralizedDiceLoss`; the CE term is the weighted mean
     cross-entropy of :mod:`gdlseg.losses.cross_entropy` on the raw logits (softmax cross-entropy, or
     per-channel binary cross-entropy with ``sigmoid``), per row like the GDL. The CE always covers
     every channel, background included, as in MONAI's ``DiceCELoss``. Both terms come from one pass
     over the logits: for softmax on a label map, the fused statistics function computes the CE sum
-    too, keeping the memory of forward + backward at about one logits-sized buffer.
+    too, keeping the memory of forward + backward at about one logits-sized buffer. The optional soft
+    Dice term is :func:`gdlseg.losses.dice.weighted_dice_from_statistics` on the same statistics (the
+    class-weighted mean of per-class Dice losses, scored channels only): where square GDL weights let
+    the smallest class dominate, it keeps every class's own overlap in the loss.
 
     Args:
         lambda_gdl: weight of the GDL term, >= 0.
-        lambda_ce: weight of the CE term, >= 0.
+        lambda_ce: weight of the CE term, >= 0 (an attribute a schedule may change between calls).
+        lambda_dice: weight of the soft Dice term, >= 0 (default 0: no Dice term).
         softmax / sigmoid: exactly one must be True (CE needs logits).
         other arguments: as in :class:`ClassWeightedGeneralizedDiceLoss`.
 
     Raises:
-        ValueError: both lambdas 0, not exactly one of softmax/sigmoid, or the GDL's own checks.
+        ValueError: all lambdas 0, not exactly one of softmax/sigmoid, or the GDL's own checks.
     """
 
     def __init__(
@@ -51,6 +58,8 @@ class GeneralizedDiceCELoss(nn.Module):
         validate_labels: bool = True,
         lambda_gdl: float = 1.0,
         lambda_ce: float = 1.0,
+        max_weight_ratio: float | None = None,
+        lambda_dice: float = 0.0,
     ) -> None:
         super().__init__()
         if bool(sigmoid) == bool(softmax):
@@ -60,8 +69,9 @@ class GeneralizedDiceCELoss(nn.Module):
             )
         self.lambda_gdl = non_negative_float("lambda_gdl", lambda_gdl)
         self.lambda_ce = non_negative_float("lambda_ce", lambda_ce)
-        if self.lambda_gdl == 0 and self.lambda_ce == 0:
-            raise ValueError("lambda_gdl and lambda_ce are both 0: the loss would be constant.")
+        self.lambda_dice = non_negative_float("lambda_dice", lambda_dice)
+        if self.lambda_gdl == 0 and self.lambda_ce == 0 and self.lambda_dice == 0:
+            raise ValueError("lambda_gdl, lambda_ce and lambda_dice are all 0: the loss would be constant.")
         self.generalized_dice = ClassWeightedGeneralizedDiceLoss(
             include_background=include_background,
             to_onehot_y=to_onehot_y,
@@ -77,6 +87,7 @@ class GeneralizedDiceCELoss(nn.Module):
             normalize_weights=normalize_weights,
             ignore_index=ignore_index,
             validate_labels=validate_labels,
+            max_weight_ratio=max_weight_ratio,
         )
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -88,7 +99,12 @@ class GeneralizedDiceCELoss(nn.Module):
             parsed = gdl.parse(input, target)
             statistics = gdl.statistics(input, parsed, with_cross_entropy=bool(self.lambda_ce))
             rows = self.lambda_gdl * gdl.rows(statistics, num_channels) if self.lambda_gdl else 0.0
+            alpha = gdl.user_class_weights(num_channels, statistics.intersection)
             if self.lambda_ce:
-                alpha = gdl.user_class_weights(num_channels, statistics.intersection)
                 rows = rows + self.lambda_ce * cross_entropy_from_statistics(statistics, alpha, gdl.sigmoid)
+            if self.lambda_dice:
+                like = statistics.intersection
+                scored = scored_channels(num_channels, gdl.include_background, gdl.ignore_index, like.device)
+                dice = weighted_dice_from_statistics(statistics, alpha, scored, gdl.smooth_nr, gdl.smooth_dr)
+                rows = rows + self.lambda_dice * dice
             return reduce_rows(rows, gdl.reduction, input.ndim - 2)

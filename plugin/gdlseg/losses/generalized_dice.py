@@ -9,7 +9,7 @@ import torch
 from gdlseg.losses._options import choose_option
 from gdlseg.losses.base import OverlapLoss
 from gdlseg.losses.statistics import ClassStatistics, dice_ratio
-from gdlseg.losses.weights import W_TYPES, generalized_dice_weights
+from gdlseg.losses.weights import W_TYPES, check_max_ratio, generalized_dice_weights
 
 
 def complement_statistics(statistics: ClassStatistics) -> ClassStatistics:
@@ -27,6 +27,7 @@ def generalized_dice_from_statistics(
     normalize_weights: bool,
     smooth_nr: float,
     smooth_dr: float,
+    max_weight_ratio: float | None = None,
 ) -> torch.Tensor:
     """Generalized Dice loss per row from per-class statistics.
 
@@ -48,12 +49,15 @@ def generalized_dice_from_statistics(
         w_type: "square", "simple" or "uniform".
         class_weights: ``(C,)`` user class weights α.
         scored: ``(C,)`` bool, the channels that count.
-        normalize_weights, smooth_nr, smooth_dr: see :class:`ClassWeightedGeneralizedDiceLoss`.
+        normalize_weights, smooth_nr, smooth_dr, max_weight_ratio: see
+            :class:`ClassWeightedGeneralizedDiceLoss`.
 
     Returns:
         ``(R,)`` loss per row.
     """
-    weights, empty = generalized_dice_weights(statistics.target, w_type, class_weights, scored, normalize_weights)
+    weights, empty = generalized_dice_weights(
+        statistics.target, w_type, class_weights, scored, normalize_weights, max_weight_ratio
+    )
     weights = weights.to(statistics.intersection.dtype)
     ratio = dice_ratio(
         (weights * statistics.intersection).sum(dim=1),
@@ -125,6 +129,9 @@ class ClassWeightedGeneralizedDiceLoss(OverlapLoss):
         normalize_weights: divide each row's weights by their sum (recommended; False reproduces MONAI).
         ignore_index: label value whose voxels are ignored (see :mod:`gdlseg.losses.inputs`).
         validate_labels: check label-map values (one host sync per call on GPU).
+        max_weight_ratio: cap R on the ratio between two non-zero class weights of a row (each class
+            gets at least ``max_c w_c / R``); ``None`` (default) is Sudre's GDL. Square weights alone
+            let a tiny class outweigh a large organ ~10⁴-fold, which drops the organ from the loss.
 
     Raises:
         ValueError: on bad arguments at construction; on shape mismatches, wrong class-weight count or
@@ -148,6 +155,7 @@ class ClassWeightedGeneralizedDiceLoss(OverlapLoss):
         normalize_weights: bool = True,
         ignore_index: int | None = None,
         validate_labels: bool = True,
+        max_weight_ratio: float | None = None,
     ) -> None:
         super().__init__(
             include_background,
@@ -166,6 +174,7 @@ class ClassWeightedGeneralizedDiceLoss(OverlapLoss):
         )
         self.w_type = choose_option("w_type", str(w_type).lower(), W_TYPES)
         self.normalize_weights = bool(normalize_weights)
+        self.max_weight_ratio = check_max_ratio(max_weight_ratio)
 
     def rows_from_statistics(
         self, statistics: ClassStatistics, class_weights: torch.Tensor, scored: torch.Tensor
@@ -179,4 +188,5 @@ class ClassWeightedGeneralizedDiceLoss(OverlapLoss):
             self.normalize_weights,
             self.smooth_nr,
             self.smooth_dr,
+            self.max_weight_ratio,
         )
