@@ -12,8 +12,10 @@ Two cases, each configuration in a fresh Python process (peak RAM = the process'
 Configurations: ``monai-zoo`` = MONAI's ``SlidingWindowInferer`` with the model-zoo defaults
 (overlap 0.5, constant blending, sw_batch_size 4, float32, under ``torch.no_grad``), then argmax;
 ``gdlseg`` = :func:`gdlseg.inference.segment_image` (overlap 0.25, gaussian blending, bf16 autocast
-where the CPU has it, ``inference_mode``, slab accumulator). Both use the same preprocessing and put
-the labels back on the input grid with MONAI's ``Invertd``. Time = preprocessing + inference +
+where the CPU has it, channels-last windows, ``inference_mode``, slab accumulator);
+``gdlseg-zoo-windows`` = the same with the model zoo's window layout and blending (overlap 0.5,
+constant). All use the same preprocessing and put the labels back on the input grid with MONAI's
+``Invertd``. Time = preprocessing + inference +
 restoring the input grid, after a warm-up on a small scan; agreement = share of voxels with the same
 label in the two label maps.
 
@@ -36,7 +38,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "segresnet_gdl"
 MODEL_DIR = REPO / "results" / "bench_infer_model"
-CONFIGS = ("monai-zoo", "gdlseg")
+CONFIGS = ("monai-zoo", "gdlseg", "gdlseg-zoo-windows")
+# gdlseg's sliding-window settings per configuration: its defaults, and the model zoo's window layout
+# and blending (the speed left when the label maps must match the model-zoo ones).
+GDLSEG_WINDOWS = {
+    "gdlseg": {"overlap": 0.25, "mode": "gaussian"},
+    "gdlseg-zoo-windows": {"overlap": 0.5, "mode": "constant"},
+}
 CASES = {
     # tiles × tile shape (the training phantoms' shape) → scan size; spacing = the training pixdim
     "speed": {"classes": 4, "mosaic": (3, 3, 2), "tile": (96, 96, 64), "spacing": (1.5, 1.5, 2.5)},
@@ -165,7 +173,8 @@ def run_worker(config: str, checkpoint: Path, scan: Path, warmup: Path, labels_o
     from gdlseg.inference import SlidingWindowSettings, load_trained_model, segment_image
 
     model = load_trained_model(checkpoint, BUNDLE, "cpu", roi_size=roi)
-    settings = SlidingWindowSettings(model.roi_size, overlap=0.25, sw_batch_size=4, precision="auto")
+    windows = GDLSEG_WINDOWS.get(config, GDLSEG_WINDOWS["gdlseg"])
+    settings = SlidingWindowSettings(model.roi_size, sw_batch_size=4, precision="auto", **windows)
 
     def segment(image):
         if config == "monai-zoo":
@@ -296,6 +305,7 @@ def markdown_table(rows: list[dict]) -> str:
     names = {
         "monai-zoo": "MONAI model-zoo (overlap 0.5, fp32, no_grad)",
         "gdlseg": "gdlseg (overlap 0.25, gaussian, bf16)",
+        "gdlseg-zoo-windows": "gdlseg with the zoo's windows (overlap 0.5, constant, bf16)",
     }
     for row in rows:
         case = f"{row['case']}: {row['classes']} classes, {'×'.join(map(str, row['scan_size']))}"
