@@ -39,7 +39,7 @@ from imbalance_report import markdown_report, plot_curves, summarise
 from imbalance_training import BUNDLE_DEFAULT_LOSS, RunSpec, loss_label, run
 
 # The issue's comparison: CE, the MONAI losses, gdlseg's GDL in each w_type, with auto class weights,
-# then GDL + CE mixes: constant, and the CE schedule that is the bundle's default.
+# then GDL + CE mixes: the bundle's default (auto weights + 1·CE), 0.1·CE, and a CE schedule 0.1 → 1.
 DEFAULT_LOSSES = [
     "ce",
     "monai-dice",
@@ -49,13 +49,13 @@ DEFAULT_LOSSES = [
     "gdl:w=simple",
     "gdl:w=uniform",
     "gdl:w=square,cw=auto",
-    "gdl:w=square,cw=auto,ce=1",
-    "gdl:w=square,ce=0.1",
     BUNDLE_DEFAULT_LOSS,
+    "gdl:w=square,ce=0.1",
+    "gdl:w=square,ce=0.1,ce_end=1",
 ]
 # The many-class task is the collapse check: the reference losses, square GDL and the default.
 MANY_CLASS_LOSSES = ["ce", "monai-dicece", "monai-gdl", BUNDLE_DEFAULT_LOSS]
-QUICK_LOSSES = ["ce", "monai-dicece", "monai-gdl", "gdl:w=square", "gdl:w=square,ce=0.1", BUNDLE_DEFAULT_LOSS]
+QUICK_LOSSES = ["ce", "monai-dicece", "monai-gdl", "gdl:w=square", "gdl:w=square,ce=0.1,ce_end=1", BUNDLE_DEFAULT_LOSS]
 QUICK_MANY_CLASS_LOSSES = ["ce", "monai-gdl", BUNDLE_DEFAULT_LOSS]
 FULL = {"seeds": 3, "iterations": 600, "eval_every": 100, "size": 64, "train_cases": 12, "test_cases": 6}
 QUICK = {"seeds": 1, "iterations": 200, "eval_every": 100, "size": 64, "train_cases": 12, "test_cases": 4}
@@ -79,6 +79,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-cases", type=int)
     parser.add_argument("--sampling", choices=["classes", "uniform"], default="classes")
     parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument(
+        "--report-from", type=Path, help="re-render the tables and plot of an earlier <output>.json, training nothing"
+    )
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel, one torch thread each")
     parser.add_argument("--output", type=Path, default=Path("results/bench_imbalance"), help="output path prefix")
     args = parser.parse_args(argv)
@@ -167,10 +170,35 @@ def run_all(specs: list[RunSpec], workers: int, cache: Path) -> tuple[list[dict]
     return sorted(results, key=lambda r: order[(r["task"], r["loss"], r["seed"])]), reused
 
 
-def main(argv: list[str] | None = None) -> int:
+def write_report(output: dict, prefix: str) -> None:
+    """``<prefix>.json``, ``.md`` and ``.png`` from a report dict (runs, settings, command, machine, wall
+    time); loss labels and summary are computed afresh from the runs, so that a report can be
+    re-rendered (``--report-from``) after a label changes without training again."""
     from gdlseg.data.atomic import write_json_atomically, write_text_atomically
 
+    for result in output["runs"]:
+        result["label"] = loss_label(result["loss"])
+    output["summary"] = summarise(output["runs"])
+    report = markdown_report(
+        output["summary"],
+        output["settings"],
+        output["command"],
+        output["machine"],
+        output["wall_seconds"],
+        output.get("runs_read_back", 0),
+    )
+    print(report)
+    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(prefix + ".json", output)
+    write_text_atomically(prefix + ".md", report)
+    plot_curves(output["runs"], Path(prefix + ".png"))
+
+
+def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
+    if args.report_from is not None:
+        write_report(json.loads(args.report_from.read_text()), str(args.report_from.with_suffix("")))
+        return 0
     specs = run_specs(args)
     print(f"{len(specs)} runs on {args.workers} workers", file=sys.stderr, flush=True)
     started = time.perf_counter()
@@ -178,25 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     wall_seconds = time.perf_counter() - started
     command = "python scripts/bench_imbalance.py " + " ".join(sys.argv[1:] if argv is None else argv)
     machine = {**machine_description(), "torch_threads": 1, "parallel_runs": args.workers}
-    summary = summarise(results)
     settings = {key: value for key, value in asdict(specs[0]).items() if key not in ("task", "loss", "seed")}
     settings |= {"seeds": args.seeds, "network": f"SegResNet init_filters={args.init_filters}, blocks 1-2-2-4 / 1-1-1"}
-    report = markdown_report(summary, settings, command, machine, wall_seconds, reused)
-    print(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     output = {
         "command": command,
         "machine": machine,
         "wall_seconds": wall_seconds,
         "runs_read_back": reused,
         "settings": settings,
-        "summary": summary,
         "runs": results,
     }
-    prefix = str(args.output)
-    write_json_atomically(prefix + ".json", output)
-    write_text_atomically(prefix + ".md", report)
-    plot_curves(results, Path(prefix + ".png"))
+    write_report(output, str(args.output))
     return 0
 
 

@@ -34,8 +34,8 @@ MONAI_LOSSES = {
     "monai-dicece": "MONAI DiceCELoss",
     "monai-gdl": "MONAI GeneralizedDiceLoss (square)",
 }
-# bundles/segresnet_gdl/configs/train.yaml's loss: square GDL, no extra class weights, λ_ce 0.1 → 1.
-BUNDLE_DEFAULT_LOSS = "gdl:w=square,ce=0.1,ce_end=1"
+# bundles/segresnet_gdl/configs/train.yaml's loss: square GDL with auto class weights + 1·CE.
+BUNDLE_DEFAULT_LOSS = "gdl:w=square,cw=auto,ce=1"
 GDL_DEFAULTS = {
     "w": "square",
     "cw": "none",

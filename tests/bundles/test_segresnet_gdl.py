@@ -89,8 +89,8 @@ def test_training_run_is_tracked_completely(trained, dataset):
     params = run.data.params
     assert params["loss.class"] == "gdlseg.losses.compound.GeneralizedDiceCELoss"
     assert params["loss.generalized_dice.w_type"] == "square"
-    assert params["loss.lambda_ce"] == "0.1"  # the first iteration's; the schedule raises it to 1.0
-    assert json.loads(params["loss_schedule.lambda_ce"]) == [0.1, 1.0]
+    assert params["loss.lambda_ce"] == "1.0"
+    assert json.loads(params["loss_schedule.lambda_ce"]) == [1.0, 1.0]  # constant unless [first, last] is given
     assert (
         json.loads(params["class_weights"])
         == json.loads((trained / "models/training.json").read_text())["class_weights"]

@@ -46,7 +46,20 @@ def test_tiny_run_writes_json_markdown_and_plot(tmp_path):
     assert again.returncode == 0, again.stderr
     assert f"{2 * len(losses)} runs read back" in again.stderr
     rerun = json.loads((tmp_path / "bench.json").read_text())
+    markdown_after_rerun = (tmp_path / "bench.md").read_text()
     assert rerun["runs"] == report["runs"] and rerun["runs_read_back"] == 2 * len(losses)
+
+    # --report-from re-renders the tables from the JSON alone.
+    (tmp_path / "bench.md").unlink()
+    rendered = subprocess.run(
+        [sys.executable, str(SCRIPT), "--report-from", str(tmp_path / "bench.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    assert (tmp_path / "bench.md").read_text() == markdown_after_rerun
 
 
 def test_bad_loss_name_is_a_usage_error(tmp_path):

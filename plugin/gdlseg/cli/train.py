@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         type=float,
         metavar="W",
         help="weight of the cross-entropy term: one value (constant; 0: GDL alone) or START END (linear over the "
-        "iterations; default 0.1 1.0)",
+        "iterations; default 1.0)",
     )
     parser.add_argument(
         "--max-weight-ratio", type=float, help="cap on the ratio between two class weights of the GDL (default: none)"

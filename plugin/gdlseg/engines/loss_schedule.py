@@ -6,9 +6,8 @@ At iteration ``i`` (1-based) of ``N = max_epochs × epoch_length`` the attribute
 
 before the iteration's forward pass. The value depends only on the iteration counter, so a resumed
 training (Ignite restores ``iteration``) and every DDP rank use the same value as an uninterrupted
-single-process run. The class-imbalance benchmark (``scripts/bench_imbalance.py``) found that a
-small CE share early lets the square-weighted GDL find tiny structures, and a larger share later
-brings the large ones back.
+single-process run. The idea, tested by ``scripts/bench_imbalance.py``: a small CE share early leaves
+the square-weighted GDL free to find tiny structures, a larger share later brings the large ones back.
 """
 
 from __future__ import annotations
