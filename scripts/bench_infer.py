@@ -14,10 +14,12 @@ Configurations: ``monai-zoo`` = MONAI's ``SlidingWindowInferer`` with the model-
 ``gdlseg`` = :func:`gdlseg.inference.segment_image` (overlap 0.25, gaussian blending, bf16 autocast
 where the CPU has it, channels-last windows, ``inference_mode``, slab accumulator);
 ``gdlseg-zoo-windows`` = the same with the model zoo's window layout and blending (overlap 0.5,
-constant). All use the same preprocessing and put the labels back on the input grid with MONAI's
+constant); ``gdlseg-overlap-0.5`` = gdlseg with overlap 0.5 and gaussian blending. All use the same preprocessing and put the labels back on the input grid with MONAI's
 ``Invertd``. Time = preprocessing + inference +
 restoring the input grid, after a warm-up on a small scan; agreement = share of voxels with the same
-label in the two label maps.
+label in the two label maps. For the mosaic, each label map is also scored against the phantoms' true
+labels (Dice per class): agreement says whether two settings give the same answer, Dice which
+answer is right.
 
     python scripts/bench_infer.py                       # both cases; table + results/bench_infer.json
     python scripts/bench_infer.py --cases speed         # only the trained-network case
@@ -38,7 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "segresnet_gdl"
 MODEL_DIR = REPO / "results" / "bench_infer_model"
-CONFIGS = ("monai-zoo", "gdlseg", "gdlseg-zoo-windows")
+CONFIGS = ("monai-zoo", "gdlseg", "gdlseg-zoo-windows", "gdlseg-overlap-0.5")
 # gdlseg's sliding-window settings per configuration: its defaults, and the model zoo's window layout
 # and blending (the speed left when the label maps must match the model-zoo ones).
 GDLSEG_WINDOWS = {
@@ -105,26 +107,45 @@ def random_model(classes: int, roi: tuple[int, ...], pixdim: tuple[float, ...], 
     return folder / "model.pt"
 
 
-def write_scan(case: str, path: Path) -> None:
-    """The benchmark scan of ``case`` as NIfTI (LPS-like storage, so reorientation is exercised)."""
+def write_scan(case: str, path: Path) -> np.ndarray | None:
+    """The benchmark scan of ``case`` as NIfTI (LPS-like storage, so reorientation is exercised);
+    returns the phantoms' true labels ``(x, y, z)`` for the mosaic, None for random intensities."""
     import nibabel as nib
 
     from gdlseg.data.synthetic import make_case
 
     spec = CASES[case]
+    truth = None
     if "mosaic" in spec:
         tiles = spec["mosaic"]
         shape = tuple(count * size for count, size in zip(tiles, spec["tile"]))
-        volume = np.empty(shape, dtype=np.int16)
+        volume, truth = np.empty(shape, dtype=np.int16), np.empty(shape, dtype=np.uint8)
         for index in np.ndindex(*tiles):
-            tile, _, _ = make_case(spec["tile"], seed=10_000 + int(np.ravel_multi_index(index, tiles)))
+            tile, labels, _ = make_case(spec["tile"], seed=10_000 + int(np.ravel_multi_index(index, tiles)))
             region = tuple(slice(i * s, (i + 1) * s) for i, s in zip(index, spec["tile"]))
-            volume[region] = tile
+            volume[region], truth[region] = tile, labels
     else:
         rng = np.random.default_rng(0)
         volume = rng.normal(0.0, 200.0, size=spec["shape"]).astype(np.int16)
     affine = np.diag([-spec["spacing"][0], -spec["spacing"][1], spec["spacing"][2], 1.0])
     nib.save(nib.Nifti1Image(volume, affine), path)
+    return truth
+
+
+def dice_against_truth(labels: Path, truth: np.ndarray, classes: int) -> list[float]:
+    """Dice per class of a label map (as written) against the phantoms' true labels."""
+    import SimpleITK as sitk
+    import torch
+
+    from gdlseg.evaluation.dice import dice_per_class
+
+    predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(labels))).transpose(2, 1, 0)
+    scores = dice_per_class(
+        torch.from_numpy(predicted[None, None].astype(np.int64)),
+        torch.from_numpy(truth[None, None].astype(np.int64)),
+        classes,
+    )
+    return [float(v) for v in scores[0]]
 
 
 # --- one configuration, in its own process --------------------------------------------------------
@@ -238,7 +259,7 @@ def run_case(case: str, folder: Path, epochs: int) -> list[dict]:
         checkpoint = random_model(spec["classes"], spec["roi"], spec["spacing"], folder / "random_model")
         roi = spec["roi"]
     scan, warmup = folder / f"{case}.nii.gz", folder / f"{case}_warmup.nii.gz"
-    write_scan(case, scan)
+    truth = write_scan(case, scan)
     _write_warmup(scan, warmup, roi or (48, 48, 32))
     rows = []
     for config in CONFIGS:
@@ -262,6 +283,8 @@ def run_case(case: str, folder: Path, epochs: int) -> list[dict]:
     reference = rows[0]
     for row in rows:
         row["agreement"] = agreement(Path(reference["labels"]), Path(row["labels"]))
+        if truth is not None:
+            row["dice_vs_truth"] = dice_against_truth(Path(row["labels"]), truth, spec["classes"])
     for row in rows:
         row["speedup"] = reference["seconds"] / row["seconds"]
         row["peak_ratio"] = row["peak_rss_bytes"] / reference["peak_rss_bytes"]
@@ -283,7 +306,8 @@ def git_commit() -> str | None:
     """The checkout's commit (with ``+changes`` when the work tree differs), or None outside git."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=REPO).stdout
+        status = ["git", "status", "--porcelain", "--untracked-files=no"]
+        dirty = subprocess.run(status, capture_output=True, text=True, cwd=REPO).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit.stdout.strip() + ("+changes" if dirty.strip() else "")
@@ -299,19 +323,23 @@ def kept_rows(output: Path, cases: list[str]) -> list[dict]:
 
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| case | configuration | s / volume | speed-up | peak RAM GiB | RAM vs MONAI | voxel agreement |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| case | configuration | s / volume | speed-up | peak RAM GiB | RAM vs MONAI | voxel agreement "
+        "| Dice vs truth (foreground classes) |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     names = {
         "monai-zoo": "MONAI model-zoo (overlap 0.5, fp32, no_grad)",
         "gdlseg": "gdlseg (overlap 0.25, gaussian, bf16)",
         "gdlseg-zoo-windows": "gdlseg with the zoo's windows (overlap 0.5, constant, bf16)",
+        "gdlseg-overlap-0.5": "gdlseg with overlap 0.5 (gaussian, bf16)",
     }
     for row in rows:
         case = f"{row['case']}: {row['classes']} classes, {'×'.join(map(str, row['scan_size']))}"
         lines.append(
             f"| {case} | {names[row['config']]} | {row['seconds']:.1f} | {row['speedup']:.2f}× | "
-            f"{row['peak_rss_bytes'] / 2**30:.2f} | {row['peak_ratio']:.2f} | {100 * row['agreement']:.2f}% |"
+            f"{row['peak_rss_bytes'] / 2**30:.2f} | {row['peak_ratio']:.2f} | {100 * row['agreement']:.2f}% | "
+            + (" / ".join(f"{d:.3f}" for d in row["dice_vs_truth"][1:]) if "dice_vs_truth" in row else "—")
+            + " |"
         )
     return "\n".join(lines)
 
