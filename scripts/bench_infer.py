@@ -14,12 +14,12 @@ Configurations: ``monai-zoo`` = MONAI's ``SlidingWindowInferer`` with the model-
 ``gdlseg`` = :func:`gdlseg.inference.segment_image` (overlap 0.25, gaussian blending, bf16 autocast
 where the CPU has it, channels-last windows, ``inference_mode``, slab accumulator);
 ``gdlseg-zoo-windows`` = the same with the model zoo's window layout and blending (overlap 0.5,
-constant); ``gdlseg-overlap-0.5`` = gdlseg with overlap 0.5 and gaussian blending. All use the same preprocessing and put the labels back on the input grid with MONAI's
-``Invertd``. Time = preprocessing + inference +
-restoring the input grid, after a warm-up on a small scan; agreement = share of voxels with the same
-label in the two label maps. For the mosaic, each label map is also scored against the phantoms' true
-labels (Dice per class): agreement says whether two settings give the same answer, Dice which
-answer is right.
+constant); ``gdlseg-overlap-0.5`` = gdlseg with overlap 0.5 and gaussian blending. All use the same
+preprocessing and put the labels back on the input grid with MONAI's ``Invertd``. Time =
+preprocessing + inference + restoring the input grid, after a warm-up on a small scan; agreement =
+share of voxels with the same label as the model-zoo label map. For the mosaic each label map is
+also scored against the phantoms' true labels (Dice per class): agreement says whether two settings
+give the same answer, Dice which answer is right.
 
     python scripts/bench_infer.py                       # both cases; table + results/bench_infer.json
     python scripts/bench_infer.py --cases speed         # only the trained-network case
