@@ -40,13 +40,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "segresnet_gdl"
 MODEL_DIR = REPO / "results" / "bench_infer_model"
-CONFIGS = ("monai-zoo", "gdlseg", "gdlseg-zoo-windows", "gdlseg-overlap-0.5")
 # gdlseg's sliding-window settings per configuration: its defaults, and the model zoo's window layout
 # and blending (the speed left when the label maps must match the model-zoo ones).
 GDLSEG_WINDOWS = {
     "gdlseg": {"overlap": 0.25, "mode": "gaussian"},
     "gdlseg-zoo-windows": {"overlap": 0.5, "mode": "constant"},
+    "gdlseg-overlap-0.5": {"overlap": 0.5, "mode": "gaussian"},
 }
+CONFIGS = ("monai-zoo", *GDLSEG_WINDOWS)
 CASES = {
     # tiles × tile shape (the training phantoms' shape) → scan size; spacing = the training pixdim
     "speed": {"classes": 4, "mosaic": (3, 3, 2), "tile": (96, 96, 64), "spacing": (1.5, 1.5, 2.5)},
@@ -194,7 +195,7 @@ def run_worker(config: str, checkpoint: Path, scan: Path, warmup: Path, labels_o
     from gdlseg.inference import SlidingWindowSettings, load_trained_model, segment_image
 
     model = load_trained_model(checkpoint, BUNDLE, "cpu", roi_size=roi)
-    windows = GDLSEG_WINDOWS.get(config, GDLSEG_WINDOWS["gdlseg"])
+    windows = GDLSEG_WINDOWS.get(config, {})  # the model-zoo configuration does not use them
     settings = SlidingWindowSettings(model.roi_size, sw_batch_size=4, precision="auto", **windows)
 
     def segment(image):
