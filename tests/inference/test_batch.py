@@ -50,7 +50,8 @@ def test_provenance_identifies_input_and_checkpoint_by_content_and_names_no_pati
     assert record["input"]["sha256"] == hashlib.sha256(scans["oblique"].read_bytes()).hexdigest()
     assert record["checkpoint"] == {"file": "model.pt", "sha256": model.checkpoint_sha256}
     assert record["training_run_id"] == "train-run-1"
-    assert record["bundle"]["version"] == "0.1.0"
+    metadata = json.loads((BUNDLE_ROOT / "configs" / "metadata.json").read_text())
+    assert record["bundle"]["version"] == metadata["version"]
     assert {"gdlseg", "monai", "torch", "simpleitk"} <= set(record["software"])
     assert record["device"] == "cpu" and record["runtime_seconds"]["inference"] > 0
     assert record["parameters"]["overlap"] == 0.25 and record["parameters"]["roi_size"] == [16, 16, 16]
