@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_loss import status_bytes
+
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "segresnet_gdl"
 MODEL_DIR = REPO / "results" / "bench_infer_model"
@@ -150,19 +152,11 @@ def dice_against_truth(labels: Path, truth: np.ndarray, classes: int) -> list[fl
 
 
 # --- one configuration, in its own process --------------------------------------------------------
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} missing from /proc/self/status")
-
-
 def _reset_peak() -> int:
     # Writing 5 to clear_refs resets VmHWM to the current VmRSS (Linux).
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
-    return _status_bytes("VmRSS")
+    return status_bytes("VmRSS")
 
 
 def monai_zoo_segment(image, model):
@@ -209,7 +203,7 @@ def run_worker(config: str, checkpoint: Path, scan: Path, warmup: Path, labels_o
     start = time.perf_counter()
     labels = segment(image)
     seconds = time.perf_counter() - start
-    peak = _status_bytes("VmHWM")
+    peak = status_bytes("VmHWM")
     sitk.WriteImage(labels, str(labels_out), useCompression=True)
     return {
         "config": config,

@@ -41,7 +41,8 @@ def parse_setting(setting: str) -> tuple[int, int, int]:
         raise SystemExit(f"bad setting {setting!r}: expected B<batch>-C<classes>-<size>, e.g. B2-C4-96") from error
 
 
-def _status_bytes(field: str) -> int:
+def status_bytes(field: str) -> int:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``, …) in bytes."""
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith(field + ":"):
@@ -61,7 +62,7 @@ def _start_peak(device: str) -> int:
     # (getrusage's ru_maxrss cannot be used: it survives exec and so carries the parent's peak.)
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
-    return _status_bytes("VmRSS")
+    return status_bytes("VmRSS")
 
 
 def _peak(device: str) -> int:
@@ -69,7 +70,7 @@ def _peak(device: str) -> int:
 
     if device == "cuda":
         return torch.cuda.max_memory_allocated()
-    return _status_bytes("VmHWM")
+    return status_bytes("VmHWM")
 
 
 def run_worker(setting: str, loss_name: str, device: str, repeats: int) -> dict:
