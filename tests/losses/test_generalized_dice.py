@@ -205,6 +205,17 @@ def test_out_of_range_label_names_the_value_and_the_class_count():
         softmax_gdl()(torch.randn(1, 3, 4, 4, 4), labels)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64])
+def test_integer_label_maps_are_range_checked_too(dtype):
+    labels = torch.zeros(1, 1, 4, 4, 4, dtype=dtype)
+    logits = torch.randn(1, 3, 4, 4, 4)
+    expected = softmax_gdl()(logits, labels.float())
+    torch.testing.assert_close(softmax_gdl()(logits, labels), expected)
+    labels[0, 0, 0, 0, 0] = 3
+    with pytest.raises(ValueError, match=r"value 3.*\[0, 3\)"):
+        softmax_gdl()(logits, labels)
+
+
 @pytest.mark.parametrize(
     "weights, message",
     [

@@ -71,10 +71,13 @@ def _check_label_values(
     """``values``: the label map as given; ``labels``: its int64 cast, 0 at ignored voxels.
     One fused check (a single host sync); the slow search for the culprit runs only on failure."""
     low, high = torch.aminmax(labels)
-    truncated = labels != values  # non-integer values (and ignored voxels, masked out next)
-    if valid is not None:
-        truncated &= valid
-    if not bool((low < 0) | (high >= num_classes) | truncated.any()):
+    invalid = (low < 0) | (high >= num_classes)
+    if values.is_floating_point():
+        truncated = labels != values  # non-integer values (and ignored voxels, masked out next)
+        if valid is not None:
+            truncated &= valid
+        invalid |= truncated.any()
+    if not bool(invalid):
         return
     checked = values if valid is None else values[valid]
     wrong = (checked < 0) | (checked >= num_classes) | (checked != torch.round(checked))

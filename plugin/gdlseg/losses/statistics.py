@@ -94,20 +94,22 @@ def label_map_statistics(
     """
     if valid is not None:
         probabilities = probabilities * valid.unsqueeze(1)
-    return _masked_label_map_statistics(probabilities, labels, valid, squared_pred, soft_label)
+    true_class_prob = probabilities.gather(1, labels.unsqueeze(1)).squeeze(1)
+    return _masked_label_map_statistics(probabilities, true_class_prob, labels, valid, squared_pred, soft_label)
 
 
 def _masked_label_map_statistics(
     probabilities: torch.Tensor,
+    true_class_prob: torch.Tensor,
     labels: torch.Tensor,
     valid: torch.Tensor | None,
     squared_pred: bool,
     soft_label: bool,
 ) -> ClassStatistics:
-    """:func:`label_map_statistics` for probabilities already zeroed at ignored voxels."""
+    """:func:`label_map_statistics` for probabilities already zeroed at ignored voxels, given
+    ``true_class_prob`` ``(B, N)``: the probability of each voxel's label."""
     batch, num_classes, _ = probabilities.shape
     flat_index = flat_label_index(labels, valid, num_classes)
-    true_class_prob = probabilities.gather(1, labels.unsqueeze(1)).squeeze(1)
     use_l1 = soft_label and not squared_pred
     if use_l1:
         # (|p| + |1| - |p - 1|) / 2 at the voxels of class c; 0 elsewhere.
@@ -161,30 +163,39 @@ def dense_target_statistics(
     return ClassStatistics(intersection, prediction, target_sum, voxels)
 
 
-def _masked_softmax(
-    scores: torch.Tensor, valid: torch.Tensor | None, with_log_sum_exp: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Softmax over channels in a new buffer, zeroed at ignored voxels, and optionally
-    ``logsumexp`` ``(B, N)`` from the same pass (for an exact cross-entropy)."""
-    log_sum_exp = None
-    if with_log_sum_exp:
-        shift = scores.amax(dim=1, keepdim=True)
-        probabilities = torch.sub(scores, shift).exp_()
-        normaliser = probabilities.sum(dim=1, keepdim=True)
-        probabilities.div_(normaliser)
-        log_sum_exp = (shift + normaliser.log_()).squeeze(1)
+class _Softmax(NamedTuple):
+    probabilities: torch.Tensor  # (B, C, N), zero at ignored voxels
+    true_class: torch.Tensor  # (B, N) p_y, zero at ignored voxels
+    true_class_log: torch.Tensor | None  # (B, N) log p_y, when the cross-entropy is wanted
+
+
+def _masked_softmax(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor | None, with_log: bool) -> _Softmax:
+    """Softmax over channels in a new buffer and the probability of each voxel's label.
+
+    ``with_log`` takes the exact route of the cross-entropy: ``log_softmax`` (stable for any logit
+    gap), the true-class log-probabilities gathered from it, then ``exp`` in place.
+    """
+    index = labels.unsqueeze(1)
+    true_class_log = None
+    if with_log:
+        probabilities = torch.log_softmax(scores, dim=1)
+        true_class_log = probabilities.gather(1, index).squeeze(1)
+        probabilities.exp_()
+        true_class = true_class_log.exp()
     else:
         probabilities = torch.softmax(scores, dim=1)
+        true_class = probabilities.gather(1, index).squeeze(1)
     if valid is not None:
         probabilities.mul_(valid.unsqueeze(1))
-    return probabilities, log_sum_exp
+        true_class.mul_(valid)
+    return _Softmax(probabilities, true_class, true_class_log)
 
 
 class _SoftmaxLabelMapStatistics(torch.autograd.Function):
     """Fused softmax + label-map statistics (and, optionally, the class-weighted cross-entropy).
 
     Forward computes ``p = softmax(z)`` once, in the compute dtype, and reduces it to ``I`` and
-    ``P`` (and ``Σ_v α_y·(logsumexp(z_v) − z_yv)``). That one buffer and the labels are all that is
+    ``P`` (and ``Σ_v α_y·(−log p_yv)``, from ``log_softmax``). That one buffer and the labels are all that is
     kept for backward, which turns the buffer into the logits' gradient in place:
 
         ∂L/∂p_c = g^P_c · (1 or 2 p_c) + g^I_c · [y = c]
@@ -200,18 +211,23 @@ class _SoftmaxLabelMapStatistics(torch.autograd.Function):
     def forward(ctx, logits, labels, valid, squared_pred, with_cross_entropy, ce_weights):  # type: ignore[override]
         dtype = compute_dtype(logits.dtype)
         scores = logits.to(dtype)
-        probabilities, log_sum_exp = _masked_softmax(scores, valid, with_cross_entropy)
-        statistics = _masked_label_map_statistics(probabilities, labels, valid, squared_pred, soft_label=False)
+        softmax = _masked_softmax(scores, labels, valid, with_cross_entropy)
+        probabilities, true_class_prob = softmax.probabilities, softmax.true_class
+        statistics = _masked_label_map_statistics(
+            probabilities, true_class_prob, labels, valid, squared_pred, soft_label=False
+        )
         cross_entropy = voxel_weight = None
         if with_cross_entropy:
             voxel_weight = _voxel_ce_weight(ce_weights, labels, valid, dtype)
-            per_voxel = log_sum_exp - scores.gather(1, labels.unsqueeze(1)).squeeze(1)
+            per_voxel = softmax.true_class_log.neg_()
             cross_entropy = (per_voxel if voxel_weight is None else per_voxel * voxel_weight).sum(dim=1)
         ctx.squared_pred = squared_pred
         ctx.with_cross_entropy = with_cross_entropy
         ctx.save_for_backward(logits, labels, valid, voxel_weight)
-        # Not a saved tensor: backward overwrites it, so autograd must not version-check it.
+        # Not saved tensors: backward overwrites the probabilities, so autograd must not version-check
+        # them; keeping p_y spares backward a gather.
         ctx.probabilities = probabilities
+        ctx.true_class_prob = true_class_prob
         ctx.mark_non_differentiable(statistics.target, statistics.voxels)
         return (*statistics[:4], cross_entropy)
 
@@ -219,17 +235,19 @@ class _SoftmaxLabelMapStatistics(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_intersection, grad_prediction, _grad_target, _grad_voxels, grad_cross_entropy):  # type: ignore[override]
         logits, labels, valid, voxel_weight = ctx.saved_tensors
-        gradient = ctx.probabilities
-        ctx.probabilities = None
+        gradient, true_class_prob = ctx.probabilities, ctx.true_class_prob
+        ctx.probabilities = ctx.true_class_prob = None
         if gradient is None:  # a second backward (retain_graph): the first one consumed the buffer
-            gradient, _ = _masked_softmax(logits.to(compute_dtype(logits.dtype)), valid, ctx.with_cross_entropy)
+            gradient, true_class_prob, _ = _masked_softmax(
+                logits.to(compute_dtype(logits.dtype)), labels, valid, ctx.with_cross_entropy
+            )
         batch, channels, _ = gradient.shape
         dtype = gradient.dtype
         grad_intersection = _zeros_if_none(grad_intersection, (batch, channels), gradient).to(dtype)
         grad_prediction = _zeros_if_none(grad_prediction, (batch, channels), gradient).to(dtype)
         index = labels.unsqueeze(1)
         # Per voxel: the true-class term p_y·g^I_y, minus the cross-entropy weight k = g^CE·ω_v.
-        true_class_term = gradient.gather(1, index).squeeze(1) * grad_intersection.gather(1, labels)
+        true_class_term = true_class_prob * grad_intersection.gather(1, labels)
         ce_term = None
         if ctx.with_cross_entropy and grad_cross_entropy is not None:
             ce_term = grad_cross_entropy.to(dtype).unsqueeze(1)
@@ -244,11 +262,17 @@ class _SoftmaxLabelMapStatistics(torch.autograd.Function):
         if ce_term is not None:
             shift -= ce_term
             true_class_term = true_class_term - ce_term
-        # ∂L/∂z_c = p_c·(∂L/∂p_c|_{c≠y} − shift), one channel at a time, in place.
+        # ∂L/∂z_c = p_c·(∂L/∂p_c|_{c≠y} − shift), one channel at a time, in place; one reused
+        # (B, N) buffer instead of a fresh allocation per channel.
+        factor = torch.empty_like(shift)
         for c in range(channels):
             probs = gradient[:, c]
             scale = grad_prediction[:, c : c + 1]
-            probs.mul_((probs * (2 * scale) if ctx.squared_pred else scale) - shift)
+            if ctx.squared_pred:
+                torch.mul(probs, 2 * scale, out=factor).sub_(shift)
+            else:
+                torch.sub(scale, shift, out=factor)
+            probs.mul_(factor)
         gradient.scatter_add_(1, index, true_class_term.unsqueeze(1))
         return gradient.to(logits.dtype), None, None, None, None, None
 
