@@ -3,7 +3,9 @@
 Every (setting, loss) pair runs in a fresh Python process so peak memory is not polluted by the
 previous run. Extra peak memory = peak during one forward+backward minus the peak before it (the
 logits and labels already allocated); it includes the logits' gradient, which every loss must
-produce. Time = median of ``--repeats`` forward+backward passes after one warm-up.
+produce. Time = median of the ``--repeats`` forward+backward passes (after one warm-up) of
+``--rounds`` fresh processes, interleaved across the losses; ``time / MONAI's`` compares each gdlseg
+loss with its MONAI counterpart on the same setting.
 
     python scripts/bench_loss.py                 # CPU, all settings, table + results/bench_loss.json
     python scripts/bench_loss.py --device cuda   # on a GPU
@@ -29,6 +31,11 @@ LOSSES = {
     "MONAI DiceLoss": ("monai.losses", "DiceLoss"),
     "gdlseg GDL+CE": ("gdlseg.losses", "GeneralizedDiceCELoss"),
     "MONAI DiceCELoss": ("monai.losses", "DiceCELoss"),
+}
+MONAI_COUNTERPART = {
+    "gdlseg GDL": "MONAI GeneralizedDiceLoss",
+    "gdlseg Dice": "MONAI DiceLoss",
+    "gdlseg GDL+CE": "MONAI DiceCELoss",
 }
 
 
@@ -134,14 +141,34 @@ def machine_description() -> dict:
     }
 
 
+def merge_rounds(rounds: list[dict]) -> dict:
+    """One row from the fresh-process rounds of a (setting, loss) pair: the median over every
+    timed pass of every round, and the largest extra peak."""
+    row = dict(max(rounds, key=lambda measured: measured["extra_peak_bytes"]))
+    row["seconds_all"] = [seconds for measured in rounds for seconds in measured["seconds_all"]]
+    row["seconds_median"] = statistics.median(row["seconds_all"])
+    row["rounds"] = len(rounds)
+    return row
+
+
+def add_speed_ratios(results: list[dict]) -> None:
+    """``time_over_monai``: a gdlseg loss's median time over its MONAI counterpart's, same setting."""
+    times = {(row["setting"], row["loss"]): row["seconds_median"] for row in results}
+    for row in results:
+        reference = times.get((row["setting"], MONAI_COUNTERPART.get(row["loss"])))
+        row["time_over_monai"] = None if reference is None else row["seconds_median"] / reference
+
+
 def markdown_table(results: list[dict]) -> str:
     lines = [
-        "| setting (B-C-size³) | loss | fwd+bwd s (median) | extra peak MB | extra peak / logits |",
-        "|---|---|---:|---:|---:|",
+        "| setting (B-C-size³) | loss | fwd+bwd s (median) | time / MONAI's | extra peak MB | extra peak / logits |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for row in results:
+        ratio = row.get("time_over_monai")
         lines.append(
             f"| {row['setting']} | {row['loss']} | {row['seconds_median']:.3f} | "
+            f"{'' if ratio is None else f'{ratio:.2f}×'} | "
             f"{row['extra_peak_bytes'] / 2**20:.0f} | {row['extra_peak_over_logits']:.2f}× |"
         )
     return "\n".join(lines)
@@ -150,7 +177,10 @@ def markdown_table(results: list[dict]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes per process")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="fresh processes per (setting, loss), interleaved across the losses"
+    )
     parser.add_argument("--settings", nargs="+", default=SETTINGS, help="B<batch>-C<classes>-<size>")
     parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES))
     parser.add_argument("--output", type=Path, default=Path("results/bench_loss.json"))
@@ -161,12 +191,18 @@ def main() -> int:
         return 0
     results = []
     for setting in args.settings:
-        for loss_name in args.losses:
-            command = [sys.executable, __file__, "--worker", setting, loss_name, "--device", args.device]
-            command += ["--repeats", str(args.repeats)]
-            completed = subprocess.run(command, capture_output=True, text=True, check=True)
-            results.append(json.loads(completed.stdout.strip().splitlines()[-1]))
-            print(f"{setting:>11}  {loss_name:<26} {results[-1]['seconds_median']:.3f} s", file=sys.stderr)
+        # Round-robin over the losses, so that a slow spell of the machine hits all of them.
+        rounds: dict[str, list[dict]] = {loss_name: [] for loss_name in args.losses}
+        for round_index in range(args.rounds):
+            for loss_name in args.losses:
+                command = [sys.executable, __file__, "--worker", setting, loss_name, "--device", args.device]
+                command += ["--repeats", str(args.repeats)]
+                completed = subprocess.run(command, capture_output=True, text=True, check=True)
+                rounds[loss_name].append(json.loads(completed.stdout.strip().splitlines()[-1]))
+                seconds = rounds[loss_name][-1]["seconds_median"]
+                print(f"{setting:>11}  {loss_name:<26} round {round_index + 1}: {seconds:.3f} s", file=sys.stderr)
+        results += [merge_rounds(rounds[loss_name]) for loss_name in args.losses]
+    add_speed_ratios(results)
     table = markdown_table(results)
     print(table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
