@@ -203,6 +203,12 @@ def test_out_of_range_label_names_the_value_and_the_class_count():
     labels[0, 0, 0, 0, 0] = 1.5
     with pytest.raises(ValueError, match=r"value 1\.5"):
         softmax_gdl()(torch.randn(1, 3, 4, 4, 4), labels)
+    labels[0, 0, 0, 0, 0] = -0.5
+    with pytest.raises(ValueError, match=r"value -0\.5"):
+        softmax_gdl()(torch.randn(1, 3, 4, 4, 4), labels)
+    labels[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="value nan"):
+        softmax_gdl()(torch.randn(1, 3, 4, 4, 4), labels)
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int64])

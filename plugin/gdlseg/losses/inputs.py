@@ -72,11 +72,8 @@ def _check_label_values(
     One fused check (a single host sync); the slow search for the culprit runs only on failure."""
     low, high = torch.aminmax(labels)
     invalid = (low < 0) | (high >= num_classes)
-    if values.is_floating_point():
-        truncated = labels != values  # non-integer values (and ignored voxels, masked out next)
-        if valid is not None:
-            truncated &= valid
-        invalid |= truncated.any()
+    if values.is_floating_point():  # non-integer labels (ignore_index is an integer)
+        invalid |= torch.frac(values).any()
     if not bool(invalid):
         return
     checked = values if valid is None else values[valid]
