@@ -19,8 +19,10 @@ lint: install
 	$(VENV)/bin/ruff check plugin tests scripts
 	$(VENV)/bin/ruff format --check plugin tests scripts
 
+# pytest exits 5 when it collected no test: a failure here, never a pass.
 test: install lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	@$(PY) -m pytest -q $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 demo: install
 	$(PY) scripts/demo.py --workdir demo

@@ -148,6 +148,29 @@ def test_sigmoid_compound_uses_binary_cross_entropy():
     torch.testing.assert_close(actual, F.binary_cross_entropy_with_logits(logits, target))
 
 
+@pytest.mark.parametrize("with_ignore", [False, True])
+def test_sigmoid_compound_on_a_label_map_equals_the_one_hot_target(with_ignore):
+    logits, labels = problem()
+    if with_ignore:
+        labels[0, :, 0] = IGNORE
+    target = one_hot(torch.where(labels == IGNORE, 0, labels), 4) * (labels != IGNORE)  # all-zero: ignored
+    kwargs = dict(sigmoid=True, class_weights=[0.5, 1.0, 2.0, 1.0], ignore_index=IGNORE if with_ignore else None)
+    from_labels, from_one_hot = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    value = GeneralizedDiceCELoss(to_onehot_y=True, **kwargs)(from_labels, labels)
+    expected = GeneralizedDiceCELoss(**kwargs)(from_one_hot, target)
+    torch.testing.assert_close(value, expected)
+    value.backward()
+    expected.backward()
+    torch.testing.assert_close(from_labels.grad, from_one_hot.grad)
+
+
+def test_dice_on_a_one_hot_target_equals_the_label_map():
+    logits, labels = problem()
+    kwargs = dict(softmax=True, class_weights=[0.5, 1.0, 2.0, 1.0], squared_pred=True)
+    value = ClassWeightedDiceLoss(to_onehot_y=True, **kwargs)(logits, labels)
+    torch.testing.assert_close(ClassWeightedDiceLoss(**kwargs)(logits, one_hot(labels, 4)), value)
+
+
 def test_cross_entropy_is_exact_for_extreme_logits():
     logits = torch.tensor([[[200.0], [-200.0]]]).reshape(1, 2, 1, 1)
     labels = torch.ones(1, 1, 1, 1)

@@ -36,14 +36,17 @@ def cross_entropy_sum(
         class_weights: ``(C,)`` α in the compute dtype.
         sigmoid: binary cross-entropy per channel instead of the softmax cross-entropy.
     """
-    if sigmoid:
-        if target.dense is not None:
-            dense = target.dense.to(logits.dtype)
-        else:
-            with torch.no_grad():
-                dense = F.one_hot(target.labels, logits.shape[1]).movedim(-1, 1).to(logits.dtype)
-        per_channel = F.binary_cross_entropy_with_logits(logits, dense, reduction="none")
+    if sigmoid and target.dense is not None:
+        per_channel = F.binary_cross_entropy_with_logits(logits, target.dense.to(logits.dtype), reduction="none")
         per_voxel = torch.einsum("bcn,c->bn", per_channel, class_weights)
+    elif sigmoid:
+        # BCE(z, t) = softplus(z) − z·t: for a one-hot t the second term is α_y·z_y alone, so no
+        # dense one-hot is built (or kept for backward).
+        index = target.labels.unsqueeze(1)
+        true_class_logit = logits.gather(1, index).squeeze(1)
+        # A product with the (constant) weights, not einsum, which would keep softplus(z) for backward.
+        per_voxel = (F.softplus(logits) * class_weights.unsqueeze(1)).sum(dim=1)
+        per_voxel = per_voxel - class_weights[target.labels] * true_class_logit
     elif target.labels is not None:
         per_voxel = F.cross_entropy(logits, target.labels, weight=class_weights, reduction="none")
     else:

@@ -64,8 +64,19 @@ def sum_by_label(values: torch.Tensor, flat_index: torch.Tensor, batch: int, num
 
 def count_by_label(flat_index: torch.Tensor, batch: int, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
     """Number of valid voxels of each label per row, ``(B, C)`` in ``dtype``."""
-    counts = torch.bincount(flat_index, minlength=batch * num_classes + 1)
+    slots = batch * num_classes + 1
+    if flat_index.device.type == "cpu":
+        counts = torch.bincount(flat_index, minlength=slots)  # the fastest count on CPU
+    else:
+        counts = count_without_host_sync(flat_index, slots)
     return counts[:-1].view(batch, num_classes).to(dtype)
+
+
+def count_without_host_sync(flat_index: torch.Tensor, slots: int) -> torch.Tensor:
+    """``torch.bincount`` without its device-to-host read of the index range (a GPU sync per call):
+    int64 counts of the values of ``flat_index`` in ``[0, slots)``."""
+    ones = torch.ones((), dtype=torch.int64, device=flat_index.device).expand(flat_index.numel())
+    return torch.zeros(slots, dtype=torch.int64, device=flat_index.device).index_add_(0, flat_index, ones)
 
 
 def _voxel_counts(valid: torch.Tensor | None, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
