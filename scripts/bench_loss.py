@@ -7,8 +7,8 @@ produce. Time = median of the ``--repeats`` forward+backward passes (after one w
 ``--rounds`` fresh processes, interleaved across the losses; ``time / MONAI's`` compares each gdlseg
 loss with its MONAI counterpart on the same setting.
 
-    python scripts/bench_loss.py                 # CPU, all settings, table + results/bench_loss.json
-    python scripts/bench_loss.py --device cuda   # on a GPU
+    python scripts/bench_loss.py                 # CPU, and CUDA when present; table + results/bench_loss.json
+    python scripts/bench_loss.py --device cuda   # the GPU only
 """
 
 from __future__ import annotations
@@ -151,32 +151,61 @@ def merge_rounds(rounds: list[dict]) -> dict:
     return row
 
 
+def benchmark_devices(choice: str) -> list[str]:
+    """``"auto"`` → the CPU, and CUDA too when one is present; else the one device asked for."""
+    if choice != "auto":
+        return [choice]
+    import torch
+
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
 def add_speed_ratios(results: list[dict]) -> None:
-    """``time_over_monai``: a gdlseg loss's median time over its MONAI counterpart's, same setting."""
-    times = {(row["setting"], row["loss"]): row["seconds_median"] for row in results}
+    """``time_over_monai``: a gdlseg loss's median time over its MONAI counterpart's, same device and setting."""
+    times = {(row["device"], row["setting"], row["loss"]): row["seconds_median"] for row in results}
     for row in results:
-        reference = times.get((row["setting"], MONAI_COUNTERPART.get(row["loss"])))
+        reference = times.get((row["device"], row["setting"], MONAI_COUNTERPART.get(row["loss"])))
         row["time_over_monai"] = None if reference is None else row["seconds_median"] / reference
 
 
 def markdown_table(results: list[dict]) -> str:
     lines = [
-        "| setting (B-C-size³) | loss | fwd+bwd s (median) | time / MONAI's | extra peak MB | extra peak / logits |",
-        "|---|---|---:|---:|---:|---:|",
+        "| device | setting (B-C-size³) | loss | fwd+bwd s (median) | time / MONAI's "
+        "| extra peak MB | extra peak / logits |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
     for row in results:
         ratio = row.get("time_over_monai")
         lines.append(
-            f"| {row['setting']} | {row['loss']} | {row['seconds_median']:.3f} | "
+            f"| {row['device']} | {row['setting']} | {row['loss']} | {row['seconds_median']:.3f} | "
             f"{'' if ratio is None else f'{ratio:.2f}×'} | "
             f"{row['extra_peak_bytes'] / 2**20:.0f} | {row['extra_peak_over_logits']:.2f}× |"
         )
     return "\n".join(lines)
 
 
+def measure_setting(device: str, setting: str, loss_names: list[str], rounds: int, repeats: int) -> list[dict]:
+    """One merged row per loss; the fresh processes go round-robin over the losses, so that a slow
+    spell of the machine hits all of them."""
+    measured: dict[str, list[dict]] = {loss_name: [] for loss_name in loss_names}
+    for round_index in range(rounds):
+        for loss_name in loss_names:
+            command = [sys.executable, __file__, "--worker", setting, loss_name, "--device", device]
+            command += ["--repeats", str(repeats)]
+            completed = subprocess.run(command, capture_output=True, text=True, check=True)
+            measured[loss_name].append(json.loads(completed.stdout.strip().splitlines()[-1]))
+            seconds = measured[loss_name][-1]["seconds_median"]
+            print(
+                f"{device:>4} {setting:>11}  {loss_name:<26} round {round_index + 1}: {seconds:.3f} s", file=sys.stderr
+            )
+    return [merge_rounds(measured[loss_name]) for loss_name in loss_names]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: the CPU, and CUDA when present"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per process")
     parser.add_argument(
         "--rounds", type=int, default=3, help="fresh processes per (setting, loss), interleaved across the losses"
@@ -190,18 +219,9 @@ def main() -> int:
         print(json.dumps(run_worker(*args.worker, args.device, args.repeats)))
         return 0
     results = []
-    for setting in args.settings:
-        # Round-robin over the losses, so that a slow spell of the machine hits all of them.
-        rounds: dict[str, list[dict]] = {loss_name: [] for loss_name in args.losses}
-        for round_index in range(args.rounds):
-            for loss_name in args.losses:
-                command = [sys.executable, __file__, "--worker", setting, loss_name, "--device", args.device]
-                command += ["--repeats", str(args.repeats)]
-                completed = subprocess.run(command, capture_output=True, text=True, check=True)
-                rounds[loss_name].append(json.loads(completed.stdout.strip().splitlines()[-1]))
-                seconds = rounds[loss_name][-1]["seconds_median"]
-                print(f"{setting:>11}  {loss_name:<26} round {round_index + 1}: {seconds:.3f} s", file=sys.stderr)
-        results += [merge_rounds(rounds[loss_name]) for loss_name in args.losses]
+    for device in benchmark_devices(args.device):
+        for setting in args.settings:
+            results += measure_setting(device, setting, args.losses, args.rounds, args.repeats)
     add_speed_ratios(results)
     table = markdown_table(results)
     print(table)

@@ -63,12 +63,24 @@ def test_default_smoothing_does_not_bias_the_value():
 
 
 # 2. precision
+HALF_PRECISION_PATHS = {
+    "softmax, label map": (lambda: softmax_gdl(), False),
+    "sigmoid, label map": (lambda: ClassWeightedGeneralizedDiceLoss(sigmoid=True, to_onehot_y=True), False),
+    "softmax, one-hot target": (lambda: ClassWeightedGeneralizedDiceLoss(softmax=True), True),
+    "GDL+CE, label map": (lambda: GeneralizedDiceCELoss(softmax=True, to_onehot_y=True), False),
+}
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_inputs_give_the_float32_value(dtype):
+@pytest.mark.parametrize("path", list(HALF_PRECISION_PATHS))
+def test_half_precision_inputs_give_the_float32_value(dtype, path):
+    make_loss, one_hot_target = HALF_PRECISION_PATHS[path]
     logits, labels = imbalanced_problem()
-    reference = softmax_gdl()(logits, labels)
+    if one_hot_target:
+        labels = F.one_hot(labels[:, 0].long(), logits.shape[1]).movedim(-1, 1).float()
+    reference = make_loss()(logits, labels)
     low = logits.to(dtype).requires_grad_()
-    value = softmax_gdl()(low, labels)
+    value = make_loss()(low, labels)
     assert torch.isfinite(value)
     assert abs(value.item() - reference.item()) < 1e-2
     value.backward()

@@ -5,8 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "bench_loss.py"
+sys.path.insert(0, str(SCRIPT.parent))
+
+import bench_loss  # noqa: E402
 
 
 def test_tiny_run_interleaves_rounds_and_reports_ratios_to_monai(tmp_path):
@@ -23,4 +28,9 @@ def test_tiny_run_interleaves_rounds_and_reports_ratios_to_monai(tmp_path):
     assert ours["rounds"] == monai["rounds"] == 2 and len(ours["seconds_all"]) == 4
     assert ours["time_over_monai"] == ours["seconds_median"] / monai["seconds_median"]
     assert monai["time_over_monai"] is None
-    assert "| B1-C3-8 | gdlseg GDL |" in report["table"] and "time / MONAI's" in result.stdout
+    assert "| cpu | B1-C3-8 | gdlseg GDL |" in report["table"] and "time / MONAI's" in result.stdout
+
+
+def test_the_default_device_choice_adds_cuda_when_present():
+    assert bench_loss.benchmark_devices("auto") == ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    assert bench_loss.benchmark_devices("cuda") == ["cuda"]
