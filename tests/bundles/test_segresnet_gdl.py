@@ -72,7 +72,7 @@ def test_training_writes_checkpoints_outside_the_bundle(trained, bundle):
     state = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
     assert "convInit.conv.weight" in state  # a plain state dict of the SegResNet
     final = torch.load(models / "checkpoint_final.pt", map_location="cpu", weights_only=True)
-    assert set(final) == {"model", "optimizer", "lr_scheduler", "trainer", "rng"}
+    assert set(final) == {"model", "optimizer", "lr_scheduler", "trainer", "rng", "best_model"}
     assert checkpoint_epoch(models / "checkpoint_final.pt") == 2
     record = json.loads((models / "training.json").read_text())
     assert record["class_names"] == ["background", *CLASSES] and record["num_classes"] == 4
@@ -140,6 +140,11 @@ def test_resume_continues_the_epoch_count(trained, bundle, dataset, tmp_path):
     assert resumed.data.params["resumed_from"] == "checkpoint_final.pt"
     history = client.get_metric_history(resumed.info.run_id, "val_mean_dice")
     assert [point.step for point in history] == [3]
+    # The best score travels in the full checkpoints, so model.pt changes only on a better one.
+    best_before = max(p.value for p in client.get_metric_history(train_runs[0].info.run_id, "val_mean_dice"))
+    final = torch.load(output / "models" / "checkpoint_final.pt", weights_only=True)
+    [(best_score, _)] = final["best_model"]["_saved"]
+    assert best_score == pytest.approx(max(best_before, history[0].value), abs=1e-4)
 
 
 # --- evaluation and inference -----------------------------------------------------------------
@@ -181,7 +186,8 @@ def test_inference_keeps_each_input_geometry(trained, bundle, tmp_path):
     cases = _oblique_lps_anisotropic(inputs)
     output = tmp_path / "inference"
     shutil.copytree(trained / "models", output / "models")
-    run_bundle(bundle, ["train.yaml", "inference.yaml"], {"input": inputs, "output_dir": output})
+    # amp "false" arrives as a string, which Python finds true; the bundle must read it as off.
+    run_bundle(bundle, ["train.yaml", "inference.yaml"], {"input": inputs, "output_dir": output, "amp": "false"})
     for name, source in cases.items():
         prediction = sitk.ReadImage(str(output / "predictions" / f"{name}_seg.nii.gz"))
         assert prediction.GetSize() == source.GetSize(), name

@@ -4,7 +4,14 @@ import json
 
 import pytest
 
-from gdlseg.data.datalist import case_name, datalist_fingerprint, inference_inputs, split_datalist
+from gdlseg.data.datalist import (
+    case_name,
+    datalist_fingerprint,
+    inference_inputs,
+    prediction_subject,
+    require_unique_case_names,
+    split_datalist,
+)
 
 
 def write(path, content):
@@ -80,3 +87,28 @@ def test_case_names():
     assert case_name("/x/liver_001.nii.gz") == "liver_001"
     assert case_name("/x/scan.nrrd") == "scan"
     assert case_name("/x/series_folder") == "series_folder"
+
+
+def test_uid_named_series_keep_their_whole_name_in_monai_saveimage(tmp_path):
+    import numpy as np
+    from monai.transforms import SaveImage
+
+    saver = SaveImage(
+        output_dir=tmp_path,
+        output_postfix="seg",
+        output_ext=".nii.gz",
+        separate_folder=False,
+        output_name_formatter=prediction_subject,
+        print_log=False,
+    )
+    for folder in ["1.2.840.99.5", "1.2.840.99.6", "liver_003.nii.gz"]:
+        saver(np.zeros((1, 4, 4, 4), np.uint8), meta_data={"filename_or_obj": str(tmp_path / "in" / folder)})
+    written = sorted(path.name for path in tmp_path.glob("*_seg.nii.gz"))
+    assert written == ["1.2.840.99.5_seg.nii.gz", "1.2.840.99.6_seg.nii.gz", "liver_003_seg.nii.gz"]
+
+
+def test_two_inputs_with_one_case_name_are_refused_by_name():
+    cases = [{"image": "/scans/a.nii.gz"}, {"image": "/scans/b.mha"}]
+    assert require_unique_case_names(cases) is cases
+    with pytest.raises(ValueError, match=r"case name 'a' is used by two inputs \(a.nii.gz and a.nrrd\)"):
+        require_unique_case_names([*cases, {"image": "/other/a.nrrd"}])

@@ -265,3 +265,40 @@ def test_resume_setting_from_the_command_line_is_read_as_a_switch(tmp_path, resu
     assert (found and Path(found).name) == expected
     with pytest.raises(ValueError, match="resume must be true or false"):
         resume_checkpoint("sometimes", None, tmp_path)
+
+
+def validate_with_score(saver: SafeCheckpointSaver, model: torch.nn.Module, score: float) -> None:
+    evaluator = Engine(lambda engine, batch: None)
+
+    @evaluator.on(Events.EPOCH_COMPLETED)
+    def set_score(engine: Engine) -> None:
+        engine.state.metrics["val_mean_dice"] = score
+
+    saver.attach(evaluator)
+    evaluator.state.key_metric_name = "val_mean_dice"
+    evaluator.run([0])
+
+
+def best_model_saver(folder: Path, model: torch.nn.Module) -> SafeCheckpointSaver:
+    return SafeCheckpointSaver(
+        save_dir=str(folder), save_dict={"model": model}, save_key_metric=True, key_metric_filename="model.pt"
+    )
+
+
+def test_a_resumed_training_replaces_the_best_model_only_on_a_better_score(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    first = best_model_saver(tmp_path, model)
+    validate_with_score(first, model, 0.8)
+    stored = first.state_dict()  # what the full checkpoints carry
+    assert [score for score, _ in stored["_saved"]] == [0.8]
+    best_weights = torch.load(tmp_path / "model.pt", weights_only=True)
+
+    torch.nn.init.constant_(model.weight, 5.0)  # the resumed training's worse weights
+    resumed = best_model_saver(tmp_path, model)
+    resumed.load_state_dict(stored)
+    validate_with_score(resumed, model, 0.5)
+    torch.testing.assert_close(torch.load(tmp_path / "model.pt", weights_only=True), best_weights)
+    validate_with_score(resumed, model, 0.9)
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["weight"].eq(5.0).all()
+    assert [score for score, _ in resumed.state_dict()["_saved"]] == [0.9]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.pt"]

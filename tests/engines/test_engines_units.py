@@ -4,6 +4,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 from ignite.engine import Engine
 
@@ -107,3 +108,13 @@ def test_outputs_must_stay_outside_the_bundle(tmp_path):
             assert "is inside the bundle folder" in str(error)
         else:
             raise AssertionError("an output folder inside the bundle must be refused")
+
+
+@pytest.mark.parametrize(("given", "expected"), [("false", False), ("true", True), ("0", False)])
+def test_amp_from_the_command_line_is_read_as_a_switch(given, expected):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "segresnet_gdl" / "configs" / "train.yaml"))
+    parser["amp"] = given
+    assert parser.get_parsed_content("use_amp") is expected

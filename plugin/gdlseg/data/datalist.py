@@ -95,6 +95,35 @@ def case_name(path: os.PathLike | str) -> str:
     return name
 
 
+def prediction_subject(metadata: dict, saver: object = None) -> dict:
+    """MONAI ``SaveImage`` ``output_name_formatter``: name outputs by :func:`case_name`.
+
+    MONAI's default drops everything after the last dot of the input's name, so DICOM series folders
+    named by UID (``1.2.840.99.5`` and ``1.2.840.99.6``) would both become ``1.2.840.99_seg.nii.gz``.
+    The ``.nii.gz`` added here is the part MONAI strips.
+    """
+    return {"subject": f"{case_name(metadata['filename_or_obj'])}.nii.gz", "idx": None}
+
+
+def require_unique_case_names(cases: list[dict]) -> list[dict]:
+    """Return ``cases`` unchanged after checking that no two images share a case name.
+
+    Raises:
+        ValueError: naming the case and its two inputs (file or folder names only), since their
+            outputs ``<case>_seg.*`` would overwrite each other.
+    """
+    seen: dict[str, str] = {}
+    for case in cases:
+        name = case_name(case["image"])
+        if name in seen:
+            raise ValueError(
+                f"case name {name!r} is used by two inputs ({Path(seen[name]).name} and "
+                f"{Path(case['image']).name}); their outputs <case>_seg.* would overwrite each other. Rename one."
+            )
+        seen[name] = case["image"]
+    return cases
+
+
 def inference_inputs(inputs: os.PathLike | str | list, dataset_dir: os.PathLike | str = ".") -> list[dict]:
     """Turn what a user points inference at into ``[{"image": path}, …]``.
 

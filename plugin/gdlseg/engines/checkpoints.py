@@ -166,6 +166,14 @@ class SafeCheckpointSaver(CheckpointSaver):
                 monai_saver = checkpoint.save_handler
                 checkpoint.save_handler = _AtomicDiskSaver(monai_saver.dirname, monai_saver.filename)
 
+    def state_dict(self) -> dict:
+        """The best-model tracking list ``{"_saved": [(score, file name)]}``, to store in the full
+        checkpoints: a resumed training then replaces ``model.pt`` only on a better score (MONAI's
+        saver starts from an empty list, so the first validation after a resume always won)."""
+        if self._key_metric_checkpoint is None:
+            return {"_saved": []}
+        return dict(self._key_metric_checkpoint.state_dict())
+
     def attach(self, engine: Engine) -> None:
         if idist.get_rank() == 0 and Path(self.save_dir).is_dir():
             for leftover in Path(self.save_dir).glob(_TEMPORARY):
