@@ -216,7 +216,8 @@ def main() -> int:
     parser.add_argument("--worker", nargs=2, metavar=("SETTING", "LOSS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_worker(*args.worker, args.device, args.repeats)))
+        worker_device = "cpu" if args.device == "auto" else args.device  # a worker measures one device
+        print(json.dumps(run_worker(*args.worker, worker_device, args.repeats)))
         return 0
     results = []
     for device in benchmark_devices(args.device):
