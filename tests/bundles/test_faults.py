@@ -5,6 +5,7 @@ weights, the optimizer and scheduler state and the validation metrics of the res
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -102,9 +103,14 @@ def test_nan_loss_stops_the_training_failed_and_keeps_the_last_good_checkpoint(b
     kept = load_checkpoint(models / "checkpoint_epoch=1.pt")
     assert all(torch.isfinite(tensor).all() for tensor in kept["model"].values())
     assert latest_checkpoint(models) == str(models / "checkpoint_epoch=1.pt")
-    _, [run] = train_runs(sqlite_uri(output))
+    client, [run] = train_runs(sqlite_uri(output))
     assert run.info.status == "FAILED"
     assert run.data.tags["gdlseg.error"].startswith("NonFiniteLossError: The training loss is nan at epoch 2")
+    # The failed run keeps what happened before the failure: the epoch-1 history and the best model.
+    logged = {item.path for item in client.list_artifacts(run.info.run_id, "reports")}
+    assert {"reports/metrics.csv", "reports/training_curves.png"} <= logged
+    assert "model.pt" in {item.path for item in client.list_artifacts(run.info.run_id)}
+    assert (output / "reports" / "metrics.csv").read_text().splitlines()[1].startswith("1,")
 
 
 def test_a_tracking_server_lost_mid_run_is_spooled_and_replayed_complete(bundle, dataset, tmp_path):
@@ -141,3 +147,24 @@ def test_a_tracking_server_lost_mid_run_is_spooled_and_replayed_complete(bundle,
     assert len(client.get_metric_history(run_id, "train_loss")) == 12  # 2 iterations per epoch
     assert run.data.params["max_epochs"] == "6"
     assert "model.pt" in {item.path for item in client.list_artifacts(run_id)}
+
+
+def test_an_unreadable_case_with_the_data_check_off_fails_cleanly_naming_it(bundle, dataset, tmp_path):
+    """MONAI's CacheDataset goes on caching in its threads after a case fails, and the process then
+    aborted at exit (code 134) with them still inside torch; gdlseg's exits 1 naming the case."""
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    first_image = data / json.loads((data / "dataset.json").read_text())["training"][0]["image"]
+    first_image.write_bytes(b"not a scan")
+    output = tmp_path / "out"
+    result = run_bundle(
+        bundle,
+        ["train.yaml"],
+        {"dataset_dir": data, "output_dir": output, "check_data": "false"},  # num_workers 0 aborted with MONAI's
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    case = first_image.name.removesuffix(".nii.gz")
+    assert f"CaseCachingError: case {case} (item " in result.stderr
+    assert "terminate called" not in result.stderr
+    assert not (output / "models").exists()
