@@ -95,8 +95,11 @@ def test_training_run_is_tracked_completely(trained, dataset):
         json.loads(params["class_weights"])
         == json.loads((trained / "models/training.json").read_text())["class_weights"]
     )
-    for key in ("optimizer.lr", "schedule.name", "data.roi_size", "data.pixdim", "network.init_filters", "seed"):
+    for key in ("optimizer.weight_decay", "schedule.warmup_steps", "data.roi_size", "data.pixdim", "seed"):
         assert key in params, key
+    assert params["optimizer.class"] == "torch.optim.adamw.AdamW" and float(params["optimizer.lr"]) == 2.0e-4
+    assert params["schedule.class"] == "monai.optimizers.lr_scheduler.WarmupCosineSchedule"
+    assert params["network.class"] == "monai.networks.nets.segresnet.SegResNet"
     assert params["max_epochs"] == "2" and params["network.init_filters"] == "8"
     tags = run.data.tags
     for key in ("gdlseg.version", "monai.version", "torch.version", "dataset.datalist_sha256", "bundle.version"):
@@ -140,6 +143,8 @@ def test_resume_continues_the_epoch_count(trained, bundle, dataset, tmp_path):
     assert resumed.data.params["resumed_from"] == "checkpoint_final.pt"
     history = client.get_metric_history(resumed.info.run_id, "val_mean_dice")
     assert [point.step for point in history] == [3]
+    epochs = [line.split(",")[0] for line in (output / "reports" / "metrics.csv").read_text().splitlines()[1:]]
+    assert epochs == ["1", "2", "3"]  # the resumed run keeps the history of the epochs before it
     # The best score travels in the full checkpoints, so model.pt changes only on a better one.
     best_before = max(p.value for p in client.get_metric_history(train_runs[0].info.run_id, "val_mean_dice"))
     final = torch.load(output / "models" / "checkpoint_final.pt", weights_only=True)

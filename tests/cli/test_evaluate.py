@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from gdlseg.cli.main import main
 from gdlseg.engines.tracking import default_tracking_uri
 from tests.cli.test_main import gdlseg_command
+from tests.cli.training_records import record_a_finished_training
 
 SPACING_XYZ = (0.7, 1.5, 2.0)
 CLASSES = ["background", "organ", "lesion"]
@@ -178,17 +179,8 @@ def test_help():
 def test_tagged_with_the_training_run_in_its_store_with_its_class_names(data):
     """A training's models/ folder holds mlflow_run.json and training.json: the evaluation run goes to
     the training's store, carries its run id, and takes the class names from training.json."""
-    store = data / "training" / "mlflow" / "mlflow.db"
-    store.parent.mkdir(parents=True)
-    uri = f"sqlite:///{store}"
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("liver", artifact_location=(store.parent / "artifacts").as_uri())
-    training = client.create_run(experiment, run_name="train-1")
-    client.set_terminated(training.info.run_id, "FINISHED")
-    models = data / "training" / "models"
-    models.mkdir()
-    record = {"run_id": training.info.run_id, "run_name": "train-1", "experiment": "liver", "tracking_uri": uri}
-    (models / "mlflow_run.json").write_text(json.dumps(record))
+    training = record_a_finished_training(data / "training")
+    models, uri, experiment = training.models, training.tracking_uri, training.experiment_id
     (models / "training.json").write_text(json.dumps({"class_names": ["background", "liver", "tumour"]}))
 
     assert evaluate(data, "--training-run-record", str(models / "mlflow_run.json"), "--overlays", "0") == 1
@@ -196,7 +188,7 @@ def test_tagged_with_the_training_run_in_its_store_with_its_class_names(data):
     evaluation = next(run for run in runs if run.data.tags.get("gdlseg.job") == "evaluate")
     assert evaluation.info.status == "FINISHED"
     assert evaluation.info.experiment_id == experiment
-    assert evaluation.data.tags["gdlseg.training_run_id"] == training.info.run_id
+    assert evaluation.data.tags["gdlseg.training_run_id"] == training.run_id
     assert evaluation.data.params["class_names_from"] == "training.json"
     assert evaluation.data.metrics["cases_failed"] == 1.0  # wrong_grid
     assert "dice_liver" in evaluation.data.metrics and "dice_tumour" in evaluation.data.metrics

@@ -1,6 +1,7 @@
 """``gdlseg infer`` end to end through the console script, on tiny scans and a tiny checkpoint."""
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,14 +15,20 @@ from monai.networks.nets import UNet
 
 from gdlseg.cli.main import main
 from tests.cli.test_main import gdlseg_command
+from tests.cli.training_records import record_a_finished_training
 from tests.data.dicom import write_dicom_series
 from tests.inference.checkpoints import write_checkpoint
 from tests.inference.scans import box_volume, write_geometry_cases
 
 
-def gdlseg(*arguments: str) -> subprocess.CompletedProcess:
+def gdlseg(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [gdlseg_command(), *map(str, arguments)], capture_output=True, text=True, encoding="utf-8", timeout=600
+        [gdlseg_command(), *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=600,
+        env=env,
     )
 
 
@@ -66,6 +73,44 @@ def test_a_batch_with_a_corrupt_file_finishes_the_others_and_tracks_one_run(chec
     assert run.data.metrics["cases_segmented"] == 2 and run.data.metrics["cases_failed"] == 1
     assert run.data.params["overlap"] == "0.25" and run.data.params["checkpoint"] == "model.pt"
     assert str(tmp_path) not in json.dumps(run.data.params) + json.dumps(run.data.tags)
+
+
+def trained_with_store(folder: Path) -> tuple[Path, str, str, str]:
+    """(checkpoint, store URI, experiment id, training run id) of a training recorded in a real store."""
+    training = record_a_finished_training(folder)
+    checkpoint = write_checkpoint(training.models)  # training.json beside it; mlflow_run.json kept
+    return checkpoint, training.tracking_uri, training.experiment_id, training.run_id
+
+
+def test_the_run_lands_in_the_trainings_store_away_from_the_label_maps(scans, tmp_path):
+    checkpoint, uri, experiment, training_run_id = trained_with_store(tmp_path / "training")
+    output = tmp_path / "predictions"
+    environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    result = gdlseg(
+        "infer", "--ckpt", checkpoint, "--input", scans["ras_anisotropic"], "--output", output, env=environment
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(uri)
+    [run] = [run for run in client.search_runs([experiment]) if run.data.tags.get("gdlseg.job") == "infer"]
+    assert run.info.status == "FINISHED" and run.data.tags["gdlseg.training_run_id"] == training_run_id
+    assert sorted(path.name for path in output.iterdir()) == ["ras_anisotropic_seg.json", "ras_anisotropic_seg.nii.gz"]
+
+
+def test_mlflow_tracking_uri_from_the_environment_comes_before_the_trainings_store(scans, tmp_path):
+    checkpoint, training_uri, experiment, _ = trained_with_store(tmp_path / "training")
+    chosen = f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"
+    (tmp_path / "team").mkdir()
+    output = tmp_path / "predictions"
+    environment = {**os.environ, "MLFLOW_TRACKING_URI": chosen}
+    result = gdlseg(
+        "infer", "--ckpt", checkpoint, "--input", scans["ras_anisotropic"], "--output", output, env=environment
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(chosen)
+    [run] = client.search_runs([client.get_experiment_by_name("liver").experiment_id])
+    assert run.data.tags["gdlseg.job"] == "infer"
+    assert [run.data.tags.get("gdlseg.job") for run in MlflowClient(training_uri).search_runs([experiment])] == [None]
+    assert not (output / "mlflow").exists()
 
 
 def test_datalist_input_without_tracking(checkpoint, scans, tmp_path):

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -13,7 +14,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from gdlseg.cli.main import main as gdlseg_main
-from gdlseg.engines.tracking import MLflowTracker, TrackedRun, experiment_id, tracked_run
+from gdlseg.engines.tracking import (
+    MLflowTracker,
+    TrackedRun,
+    default_tracking_uri,
+    experiment_id,
+    software_tags,
+    tracked_run,
+)
 from gdlseg.engines.tracking_spool import read_spool, replay_spool
 
 from ..bundles.conftest import free_port, start_mlflow_server, stop_mlflow_server
@@ -60,6 +68,38 @@ def test_tracked_run_logs_a_complete_finished_run(tmp_path):
     assert [(point.step, point.value) for point in history] == [(0, 0.9), (1, 0.95)]
     assert [item.path for item in client.list_artifacts(found.info.run_id, "reports")] == ["reports/summary.json"]
     assert not (tmp_path / "mlflow_spool").exists()
+
+
+def test_mlflow_tracking_uri_from_the_environment_is_the_store_when_none_is_given(tmp_path, monkeypatch):
+    team_store = sqlite(tmp_path / "team")
+    (tmp_path / "team").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_store)
+    assert default_tracking_uri(tmp_path / "out") == team_store  # what the bundles' tracking_uri defaults to
+    with tracked_run(tmp_path / "out", job="train") as run:
+        run.log_metrics({"train_loss": 0.5})
+    _, found = only_run(team_store)
+    assert found.info.status == "FINISHED" and found.data.metrics["train_loss"] == 0.5
+    assert not (tmp_path / "out" / "mlflow").exists()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert (
+        default_tracking_uri(tmp_path / "out") == f"sqlite:///{(tmp_path / 'out').resolve() / 'mlflow' / 'mlflow.db'}"
+    )
+
+
+def test_the_git_commit_tag_names_the_bundles_checkout_and_is_absent_outside_one(tmp_path):
+    bundle = tmp_path / "checkout" / "bundles" / "demo"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "metadata.json").write_text(json.dumps({"version": "1.2.3"}))
+    git = ["git", "-C", str(tmp_path / "checkout"), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "bundle"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    tags = software_tags(bundle)
+    assert tags["git.commit"] == head and tags["bundle.version"] == "1.2.3"
+    outside = tmp_path / "copy"
+    outside.mkdir()
+    assert "git.commit" not in software_tags(outside)
 
 
 def test_each_run_gets_a_new_unique_name(tmp_path):

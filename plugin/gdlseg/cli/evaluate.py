@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import sys
 from pathlib import Path
@@ -111,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     }
     _report_unmatched(unmatched)
 
-    from gdlseg.engines.tracking import tracked_run
+    from gdlseg.engines.tracking import derived_run_tracking_uri, tracked_run
 
     params: dict[str, Any] = {"cases": len(pairs.matched), "class_names_from": names_source}
     if class_names:
@@ -120,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     with tracked_run(
         args.output,
         job="evaluate",
-        tracking_uri=_tracking_uri(args, run_record),
+        tracking_uri=derived_run_tracking_uri(args.tracking_uri, args.no_tracking, run_record),
         experiment_name=args.experiment or run_record.get("experiment") or "gdlseg",
         run_name=args.run_name,
         params=params,
@@ -168,22 +167,6 @@ def _class_names(args: argparse.Namespace) -> tuple[list[str] | None, str]:
     if not isinstance(names, list) or len(names) < 2:
         raise UsageError(f"{option} {record}: no class_names list with background and at least one class")
     return [str(name) for name in names], "training.json"
-
-
-def _tracking_uri(args: argparse.Namespace, run_record: dict[str, Any]) -> str | None:
-    """``none`` with --no-tracking; --tracking-uri; None when $MLFLOW_TRACKING_URI is set (the tracker
-    reads it); the training's store when it still exists; else None (SQLite in OUTPUT/mlflow)."""
-    if args.no_tracking:
-        return "none"
-    if args.tracking_uri:
-        return args.tracking_uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return None
-    training_uri = run_record.get("tracking_uri")
-    if isinstance(training_uri, str) and training_uri:
-        if not training_uri.startswith("sqlite:///") or Path(training_uri.removeprefix("sqlite:///")).is_file():
-            return training_uri
-    return None
 
 
 # -- the work -----------------------------------------------------------------------------------

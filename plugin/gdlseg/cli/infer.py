@@ -6,8 +6,12 @@ input and checkpoint SHA-256, versions, device, runtime, parameters; no patient 
 with --save-probabilities, ``<case>_probabilities.npz`` (float16). The case name is the file name
 without extension, or the folder name of a DICOM series. Files appear complete or not at all;
 inputs are never overwritten; a failed case is reported by name and the others still finish
-(exit code 1). Each invocation is one MLflow run (default store: OUTPUT/mlflow), tagged with the
-training run found next to the checkpoint.
+(exit code 1).
+
+Tracking: each invocation is one MLflow run (job "infer"), tagged with the training run whose
+mlflow_run.json lies next to the checkpoint. Store: --tracking-uri, else $MLFLOW_TRACKING_URI, else
+that training's store (the run lands beside its training, away from the label maps), else SQLite in
+OUTPUT/mlflow. --no-tracking turns it off.
 """
 
 from __future__ import annotations
@@ -56,8 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="DICOM: warn instead of failing on missing slices, uneven slice spacing or gantry tilt",
     )  # fmt: skip
     parser.add_argument("--dataset-dir", type=Path, default=None, help="base of relative paths in a datalist JSON")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite store in OUTPUT/mlflow)")
-    parser.add_argument("--experiment", default="gdlseg", help="MLflow experiment name")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: see above)")
+    parser.add_argument("--experiment", help="MLflow experiment name (default: the training's, else gdlseg)")
     parser.add_argument("--run-name", help="MLflow run name (default: a unique generated name)")
     parser.add_argument("--no-tracking", action="store_true", help="do not create an MLflow run")
     parser.set_defaults(handler=run, command="infer")
@@ -153,15 +157,16 @@ def run(args: argparse.Namespace) -> int:
 def _run_tracked(args, cases, model, options, params, bundle) -> int:
     from tqdm import tqdm
 
-    from gdlseg.engines.tracking import tracked_run
+    from gdlseg.engines.tracking import derived_run_tracking_uri, read_run_record, tracked_run
     from gdlseg.inference import segment_cases
 
+    training_record = read_run_record(model.training_run_record)
     start = time.perf_counter()
     with tracked_run(
         args.output,
         job="infer",
-        tracking_uri="none" if args.no_tracking else args.tracking_uri,
-        experiment_name=args.experiment,
+        tracking_uri=derived_run_tracking_uri(args.tracking_uri, args.no_tracking, training_record),
+        experiment_name=args.experiment or training_record.get("experiment") or "gdlseg",
         run_name=args.run_name,
         params=params,
         tags={"gdlseg.bundle_version": model.bundle_version},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,11 @@ class TrainingReport:
     ``class_distribution.png``, ``overlay_epoch<N>.png`` for the first validation case, and
     ``executed_config.yaml`` when run by ``python -m monai.bundle run``.
 
+    The CSV is rewritten after every epoch, the curves after every validation and at the end, so a run
+    that fails, is stopped or is killed still leaves (and its FAILED or KILLED MLflow run still gets) its
+    history.
+    A resumed training keeps the rows of the epochs before the one it resumes at.
+
     Args:
         output_dir: the run's output folder.
         evaluator: the validation engine (its metrics per validation).
@@ -47,6 +53,7 @@ class TrainingReport:
         self.class_volumes = class_volumes
         self.overlays = overlays
         self.rows_by_epoch: dict[int, dict] = {}
+        self._earlier_rows: list[dict] | None = None
         self._epoch_losses: list[float] = []
         self.trainer: Engine | None = None
 
@@ -62,6 +69,7 @@ class TrainingReport:
 
     def start(self, engine: Engine) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._earlier_rows = _read_metrics_rows(self.folder / "metrics.csv")
         config = executed_config()
         if config is not None:
             write_text_atomically(self.folder / "executed_config.yaml", yaml.safe_dump(config, sort_keys=False))
@@ -72,14 +80,20 @@ class TrainingReport:
         self._epoch_losses.append(iteration_loss(engine.state.output))
 
     def end_epoch(self, engine: Engine) -> None:
+        if self._earlier_rows:  # the trainer's epoch is known only now (a checkpoint loads after STARTED)
+            kept = [row for row in self._earlier_rows if row["epoch"] < engine.state.epoch]
+            self.rows_by_epoch = {row["epoch"]: row for row in kept} | self.rows_by_epoch
+        self._earlier_rows = None
         row = self.rows_by_epoch.setdefault(engine.state.epoch, {"epoch": engine.state.epoch})
         row["train_loss"] = float(np.mean(self._epoch_losses or [float("nan")]))
         self._epoch_losses = []
+        self.write_table()
 
     def record_validation(self, evaluator: Engine) -> None:
         epoch = self.trainer.state.epoch if self.trainer is not None else 0
         row = self.rows_by_epoch.setdefault(epoch, {"epoch": epoch})
         row.update({k: float(v) for k, v in evaluator.state.metrics.items() if isinstance(v, (int, float))})
+        self.write(evaluator)
 
     def capture_overlay(self, evaluator: Engine) -> None:
         output = evaluator.state.output  # decollated by MONAI: a list of per-case dicts
@@ -97,19 +111,28 @@ class TrainingReport:
         for path in old:
             path.unlink()
 
-    def write(self, engine: Engine) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def write_table(self, engine: Engine | None = None) -> None:
+        """``metrics.csv``: one row per epoch so far (nothing when no epoch has run)."""
         rows = [self.rows_by_epoch[epoch] for epoch in sorted(self.rows_by_epoch)]
+        if not rows:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
         keys = sorted({key for row in rows for key in row}, key=lambda k: (k != "epoch", k != "train_loss", k))
         write_csv_atomically(self.folder / "metrics.csv", rows, keys)
+
+    def write(self, engine: Engine | None = None) -> None:
+        """``metrics.csv`` and ``training_curves.png`` (nothing when no epoch has run)."""
+        self.write_table()
+        rows = [self.rows_by_epoch[epoch] for epoch in sorted(self.rows_by_epoch)]
+        if not rows:
+            return
         figure, axis = pyplot().subplots(figsize=(6, 3.5))
         losses = [(row["epoch"], row["train_loss"]) for row in rows if "train_loss" in row]
         if losses:
             axis.plot(*zip(*losses), label="train loss")
-        for key in keys:
-            if key.startswith("val_"):
-                points = [(row["epoch"], row[key]) for row in rows if key in row]
-                axis.plot(*zip(*points), marker="o", label=key)
+        for key in sorted({key for row in rows for key in row if key.startswith("val_")}):
+            points = [(row["epoch"], row[key]) for row in rows if key in row]
+            axis.plot(*zip(*points), marker="o", label=key)
         axis.set_xlabel("epoch")
         axis.legend(fontsize=7)
         save_figure(figure, self.folder / "training_curves.png")
@@ -117,6 +140,22 @@ class TrainingReport:
     def files(self) -> list[str]:
         """The report files written so far (for the tracker's artifacts)."""
         return [str(path) for path in sorted(self.folder.glob("*")) if path.is_file()]
+
+
+def _read_metrics_rows(path: Path) -> list[dict]:
+    """The rows of an earlier ``metrics.csv`` (numbers as floats, ``epoch`` as int), or [] without one."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    parsed = []
+    for row in rows:
+        try:
+            values = {key: float(value) for key, value in row.items() if value not in ("", None)}
+            parsed.append({**values, "epoch": int(values["epoch"])})
+        except (KeyError, ValueError):
+            continue
+    return parsed
 
 
 def _numpy(tensor) -> np.ndarray:

@@ -76,19 +76,54 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def module_hyperparameters(module: torch.nn.Module) -> dict[str, Any]:
-    """The public, simple-valued attributes of a module (a loss's settings), with its class name."""
-    values: dict[str, Any] = {"class": f"{type(module).__module__}.{type(module).__name__}"}
-    for key, value in vars(module).items():
-        if key.startswith("_") or key == "training":
-            continue
-        if isinstance(value, (bool, int, float, str)) or value is None:
-            values[key] = value
-    for name, child in module.named_children():
-        values[name] = module_hyperparameters(child)
+def module_hyperparameters(module: torch.nn.Module, recurse: bool = True) -> dict[str, Any]:
+    """A module's class and public settings (simple-valued attributes and buffers); with ``recurse``,
+    its children's too (a compound loss's parts). A network is logged with ``recurse=False``: its
+    constructor arguments, not every layer's."""
+    values = _class_and_settings(module, skip={"training"})
+    if recurse:
+        for name, child in module.named_children():
+            values[name] = module_hyperparameters(child)
     for name, buffer in module.named_buffers(recurse=False):
         values[name] = buffer.tolist() if buffer is not None else None
     return values
+
+
+def optimizer_hyperparameters(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's class and its constructor settings (``lr``, ``weight_decay``, ``betas``, ...) as
+    built, not as a learning-rate schedule has since changed them."""
+    values: dict[str, Any] = {"class": _class_path(optimizer)}
+    values.update({key: value for key, value in optimizer.defaults.items() if _is_simple(value)})
+    return values
+
+
+def scheduler_hyperparameters(scheduler: Any) -> dict[str, Any]:
+    """A learning-rate scheduler's class and public settings (``warmup_steps``, ``t_total``, ...),
+    without its position (``last_epoch``), which resuming changes."""
+    return _class_and_settings(scheduler, skip={"last_epoch", "verbose"})
+
+
+def _class_and_settings(component: Any, skip: set[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {"class": _class_path(component)}
+    for key, value in vars(component).items():
+        if not key.startswith("_") and key not in skip and _is_simple(value):
+            values[key] = value
+    return values
+
+
+def _class_path(component: Any) -> str:
+    return f"{type(component).__module__}.{type(component).__qualname__}"
+
+
+def _is_simple(value: Any) -> bool:
+    """None, a number, a string, or a list/tuple/dict made of them (what reads well as a param)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_simple(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _is_simple(item) for key, item in value.items())
+    return False
 
 
 def software_tags(bundle_root: os.PathLike | str | None = None) -> dict[str, str]:
@@ -166,6 +201,28 @@ def read_run_record(path: os.PathLike | str | None) -> dict[str, Any]:
     if path is None or not Path(path).is_file():
         return {}
     return json.loads(Path(path).read_text())
+
+
+def derived_run_tracking_uri(
+    tracking_uri: str | None, disabled: bool, training_record: Mapping[str, Any]
+) -> str | None:
+    """The store of an evaluate or infer run that derives from a training, so it lands beside that training.
+
+    ``"none"`` when ``disabled``; else ``tracking_uri`` when given; else None when ``$MLFLOW_TRACKING_URI``
+    is set (:class:`TrackedRun` reads it); else the store named in the training's run record when it still
+    exists (a server URI is taken as is); else None (the SQLite default in the run's own output folder).
+    """
+    if disabled:
+        return "none"
+    if tracking_uri:
+        return tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    training_uri = training_record.get("tracking_uri")
+    if isinstance(training_uri, str) and training_uri:
+        if not training_uri.startswith("sqlite:///") or Path(training_uri.removeprefix("sqlite:///")).is_file():
+            return training_uri
+    return None
 
 
 class TrackedRun:
@@ -458,7 +515,7 @@ class MLflowTracker:
         optimizer: logged learning rate per iteration (trainer only).
         evaluator: (train) the validation engine; its metrics are logged at the trainer's epoch. Evaluate
             and infer runs log the metrics of the engine they are attached to.
-        artifacts: callables returning paths (or paths) logged when the run ends well.
+        artifacts: callables returning paths (or paths), logged when the run ends, whatever its status.
         log_every: log the training loss and learning rate every N iterations (sent once per epoch).
     """
 
@@ -551,18 +608,22 @@ class MLflowTracker:
         self.run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
 
     def complete(self, engine: Engine) -> None:
-        """Log artifacts and end the run FINISHED."""
+        """Log the artifacts and end the run FINISHED."""
         if self.run is None:
             return
         self.flush()
+        self._log_artifacts()
+        self.run.end("FINISHED")
+
+    def _log_artifacts(self) -> None:
         paths: list[os.PathLike | str] = []
         for item in self.artifacts:
             paths.extend(item() if callable(item) else [item])
         self.run.log_artifacts(paths)
-        self.run.end("FINISHED")
 
     def fail(self, engine: Engine, error: BaseException) -> None:
-        """End the run KILLED (Ctrl-C, SIGTERM) or FAILED (any other exception).
+        """Log the artifacts as they are (the reports up to the last epoch, the best model so far) and
+        end the run KILLED (Ctrl-C, SIGTERM) or FAILED (any other exception).
 
         Ignite swallows an exception unless an EXCEPTION_RAISED handler re-raises it, and stops at the
         first that does: this one re-raises only when no other such handler follows it (MONAI's
@@ -570,6 +631,10 @@ class MLflowTracker:
         """
         if self.run is not None:
             self.flush()
+            try:
+                self._log_artifacts()
+            except Exception as upload_error:  # the run's own error is what must reach the user
+                logger.warning("artifacts of the %s run not logged: %s", self.job, upload_error)
             self.run.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED", error)
         handlers = [entry[0] for entry in engine._event_handlers[Events.EXCEPTION_RAISED]]
         if not handlers or getattr(handlers[-1], "__self__", None) is self:
