@@ -40,7 +40,7 @@ def only_run_id(folder: Path) -> str:
 def validator() -> Engine:
     """An engine whose output and metrics are shaped as a MONAI evaluator's."""
     case = {"image": torch.rand(1, 8, 8, 8), "label": torch.zeros(1, 8, 8, 8), "pred": torch.rand(2, 8, 8, 8)}
-    engine = Engine(lambda engine, batch: [case])
+    engine = Engine(lambda engine, batch: [case] * batch)
     engine.add_event_handler(Events.COMPLETED, lambda e: e.state.metrics.update(val_mean_dice=0.5))
     return engine
 
@@ -49,7 +49,7 @@ def test_a_failed_training_keeps_its_history_and_its_failed_run_gets_the_reports
     engine, evaluator = trainer(fail_at_epoch=3), validator()
     report = TrainingReport(tmp_path, evaluator, class_names=["background", "organ"], class_volumes=[90, 10])
     report.attach(engine)
-    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run([0]))
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run([2, 2]))  # 4 cases
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = MLflowTracker(tmp_path, job="train", tracking_uri=uri, artifacts=[report.files])
     tracker.attach(engine)
@@ -59,11 +59,13 @@ def test_a_failed_training_keeps_its_history_and_its_failed_run_gets_the_reports
     rows = rows_of(tmp_path / "reports" / "metrics.csv")
     assert [(row["epoch"], row["val_mean_dice"]) for row in rows] == [("1", "0.5"), ("2", "0.5")]
     assert (tmp_path / "reports" / "training_curves.png").is_file()
+    overlays = sorted(path.name for path in (tmp_path / "reports").glob("overlay*"))
+    assert overlays == [f"overlay_validation_case{number}.png" for number in (1, 2, 3)]  # the first 3 of 4
     client = MlflowClient(uri)
     run = client.get_run(only_run_id(tmp_path))
     assert run.info.status == "FAILED"
     logged = {item.path for item in client.list_artifacts(run.info.run_id)}
-    assert {"metrics.csv", "training_curves.png", "class_distribution.png", "overlay_epoch002.png"} <= logged
+    assert {"metrics.csv", "training_curves.png", "class_distribution.png", "overlay_validation_case1.png"} <= logged
 
 
 def test_a_resumed_training_keeps_the_rows_of_the_epochs_before_it(tmp_path):

@@ -23,8 +23,9 @@ __all__ = ["EvaluationReport", "TrainingReport", "save_class_distribution", "sav
 
 class TrainingReport:
     """Write ``<output_dir>/reports``: ``metrics.csv`` (per epoch), ``training_curves.png``,
-    ``class_distribution.png``, ``overlay_epoch<N>.png`` for the first validation case, and
-    ``executed_config.yaml`` when run by ``python -m monai.bundle run``.
+    ``class_distribution.png``, ``overlay_validation_case<K>.png`` for the first ``overlays``
+    validation cases at the latest validation (numbered, not named: case names can identify
+    patients), and ``executed_config.yaml`` when run by ``python -m monai.bundle run``.
 
     The CSV is rewritten after every epoch, the curves after every validation and at the end, so a run
     that fails, is stopped or is killed still leaves (and its FAILED or KILLED MLflow run still gets) its
@@ -36,7 +37,7 @@ class TrainingReport:
         evaluator: the validation engine (its metrics per validation).
         class_names: names of the output channels.
         class_volumes: training-label class volumes for the distribution chart (optional).
-        overlays: how many validation overlays to keep (the latest ones).
+        overlays: how many validation cases get an overlay.
     """
 
     def __init__(
@@ -64,7 +65,7 @@ class TrainingReport:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.end_epoch)
         engine.add_event_handler(Events.COMPLETED, self.write)
         if self.evaluator is not None:
-            self.evaluator.add_event_handler(Events.ITERATION_COMPLETED(once=1), self.capture_overlay)
+            self.evaluator.add_event_handler(Events.ITERATION_COMPLETED, self.capture_overlays)
             self.evaluator.add_event_handler(Events.COMPLETED, self.record_validation)
 
     def start(self, engine: Engine) -> None:
@@ -95,21 +96,25 @@ class TrainingReport:
         row.update({k: float(v) for k, v in evaluator.state.metrics.items() if isinstance(v, (int, float))})
         self.write(evaluator)
 
-    def capture_overlay(self, evaluator: Engine) -> None:
+    def capture_overlays(self, evaluator: Engine) -> None:
+        """Overlays of the cases of this validation iteration that are among the first ``overlays``."""
         output = evaluator.state.output  # decollated by MONAI: a list of per-case dicts
-        first = output[0] if isinstance(output, list) else output
-        image = first["image"][0]
-        reference = first["label"][0]
-        prediction = first["pred"]
-        prediction = prediction.argmax(0) if prediction.shape[0] > 1 else prediction[0]
+        cases = output if isinstance(output, list) else [output]
+        first_index = (evaluator.state.iteration - 1) * len(cases)
         epoch = self.trainer.state.epoch if self.trainer is not None else 0
-        self.folder.mkdir(parents=True, exist_ok=True)
-        save_overlay(
-            _numpy(image), _numpy(reference), _numpy(prediction), self.folder / f"overlay_epoch{epoch:03d}.png"
-        )
-        old = sorted(self.folder.glob("overlay_epoch*.png"))[: -self.overlays]
-        for path in old:
-            path.unlink()
+        for number, case in enumerate(cases, start=first_index + 1):
+            if number > self.overlays:
+                return
+            prediction = case["pred"]
+            prediction = prediction.argmax(0) if prediction.shape[0] > 1 else prediction[0]
+            self.folder.mkdir(parents=True, exist_ok=True)
+            save_overlay(
+                _numpy(case["image"][0]),
+                _numpy(case["label"][0]),
+                _numpy(prediction),
+                self.folder / f"overlay_validation_case{number}.png",
+                title=f"validation case {number}, epoch {epoch}",
+            )
 
     def write_table(self, engine: Engine | None = None) -> None:
         """``metrics.csv``: one row per epoch so far (nothing when no epoch has run)."""
