@@ -129,11 +129,12 @@ def test_training_run_is_tracked_completely(trained, dataset):
 def test_resume_continues_the_epoch_count(trained, bundle, dataset, tmp_path):
     output = tmp_path / "resumed"
     shutil.copytree(trained, output)
-    run_bundle(
+    result = run_bundle(
         bundle,
         ["train.yaml"],
         {"dataset_dir": dataset, "output_dir": output, "resume": "true", "train#trainer#max_epochs": "3"},
     )
+    assert "train[1/" in result.stderr and "validate[1/" in result.stderr  # console progress bars
     assert checkpoint_epoch(output / "models" / "checkpoint_final.pt") == 3
     client, runs = runs_of(sqlite_uri(output))
     train_runs = sorted((r for r in runs if r.data.tags.get("gdlseg.job") == "train"), key=lambda r: r.info.start_time)
@@ -154,7 +155,8 @@ def test_resume_continues_the_epoch_count(trained, bundle, dataset, tmp_path):
 
 # --- evaluation and inference -----------------------------------------------------------------
 def test_evaluate_writes_per_case_per_class_dice(trained, bundle, dataset):
-    run_bundle(bundle, ["train.yaml", "evaluate.yaml"], {"dataset_dir": dataset, "output_dir": trained})
+    result = run_bundle(bundle, ["train.yaml", "evaluate.yaml"], {"dataset_dir": dataset, "output_dir": trained})
+    assert "evaluate[1/" in result.stderr  # console progress bar
     lines = (trained / "evaluation" / "per_case_dice.csv").read_text().splitlines()
     assert lines[0] == "case,organ,vessel,lesion"
     assert len(lines) == 2 and lines[1].startswith("phantom_")
@@ -192,7 +194,10 @@ def test_inference_keeps_each_input_geometry(trained, bundle, tmp_path):
     output = tmp_path / "inference"
     shutil.copytree(trained / "models", output / "models")
     # amp "false" arrives as a string, which Python finds true; the bundle must read it as off.
-    run_bundle(bundle, ["train.yaml", "inference.yaml"], {"input": inputs, "output_dir": output, "amp": "false"})
+    result = run_bundle(
+        bundle, ["train.yaml", "inference.yaml"], {"input": inputs, "output_dir": output, "amp": "false"}
+    )
+    assert "infer[1/" in result.stderr  # console progress bar
     for name, source in cases.items():
         prediction = sitk.ReadImage(str(output / "predictions" / f"{name}_seg.nii.gz"))
         assert prediction.GetSize() == source.GetSize(), name

@@ -52,6 +52,7 @@ def test_a_batch_with_a_corrupt_file_finishes_the_others_and_tracks_one_run(chec
     result = gdlseg("infer", "--ckpt", checkpoint, "--input", inputs, "--output", output, "--run-name", "batch")
     assert result.returncode == 1, result.stderr[-3000:]
     assert "2 of 3 case(s) segmented" in result.stderr and "failed: corrupt:" in result.stderr
+    assert "infer: 100%" in result.stderr  # console progress bar
     for case, source in (("oblique", scans["oblique"]), ("ct_series", scans["dicom_series"])):
         labels = sitk.ReadImage(str(output / f"{case}_seg.nii.gz"))
         reference = sitk.ImageSeriesReader() if source.is_dir() else None
