@@ -101,13 +101,13 @@ class TrainingReport:
         output = evaluator.state.output  # decollated by MONAI: a list of per-case dicts
         cases = output if isinstance(output, list) else [output]
         first_index = (evaluator.state.iteration - 1) * len(cases)
+        if first_index >= self.overlays:
+            return
         epoch = self.trainer.state.epoch if self.trainer is not None else 0
-        for number, case in enumerate(cases, start=first_index + 1):
-            if number > self.overlays:
-                return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for number, case in enumerate(cases[: self.overlays - first_index], start=first_index + 1):
             prediction = case["pred"]
             prediction = prediction.argmax(0) if prediction.shape[0] > 1 else prediction[0]
-            self.folder.mkdir(parents=True, exist_ok=True)
             save_overlay(
                 _numpy(case["image"][0]),
                 _numpy(case["label"][0]),
@@ -116,9 +116,12 @@ class TrainingReport:
                 title=f"validation case {number}, epoch {epoch}",
             )
 
-    def write_table(self, engine: Engine | None = None) -> None:
+    def _rows(self) -> list[dict]:
+        return [self.rows_by_epoch[epoch] for epoch in sorted(self.rows_by_epoch)]
+
+    def write_table(self) -> None:
         """``metrics.csv``: one row per epoch so far (nothing when no epoch has run)."""
-        rows = [self.rows_by_epoch[epoch] for epoch in sorted(self.rows_by_epoch)]
+        rows = self._rows()
         if not rows:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -127,10 +130,10 @@ class TrainingReport:
 
     def write(self, engine: Engine | None = None) -> None:
         """``metrics.csv`` and ``training_curves.png`` (nothing when no epoch has run)."""
-        self.write_table()
-        rows = [self.rows_by_epoch[epoch] for epoch in sorted(self.rows_by_epoch)]
+        rows = self._rows()
         if not rows:
             return
+        self.write_table()
         figure, axis = pyplot().subplots(figsize=(6, 3.5))
         losses = [(row["epoch"], row["train_loss"]) for row in rows if "train_loss" in row]
         if losses:

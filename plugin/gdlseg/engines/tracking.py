@@ -160,6 +160,11 @@ def unique_run_name(job: str) -> str:
     return f"{job}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
 
 
+def sqlite_database(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI, or None for any other store."""
+    return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+
+
 def experiment_id(client, name: str, tracking_uri: str) -> str:
     """The id of experiment ``name``, created if missing (another run may create it at the same moment).
 
@@ -170,9 +175,8 @@ def experiment_id(client, name: str, tracking_uri: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    artifact_location = None
-    if tracking_uri.startswith("sqlite:"):
-        artifact_location = (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    database = sqlite_database(tracking_uri)
+    artifact_location = None if database is None else (database.parent / "artifacts").as_uri()
     try:
         return client.create_experiment(name, artifact_location=artifact_location)
     except MlflowException:
@@ -220,7 +224,8 @@ def derived_run_tracking_uri(
         return None
     training_uri = training_record.get("tracking_uri")
     if isinstance(training_uri, str) and training_uri:
-        if not training_uri.startswith("sqlite:///") or Path(training_uri.removeprefix("sqlite:///")).is_file():
+        database = sqlite_database(training_uri)
+        if database is None or database.is_file():
             return training_uri
     return None
 
