@@ -201,3 +201,62 @@ def test_compound_under_autocast_and_half_inputs_is_finite():
     assert abs(value.item() - reference.item()) < 1e-2
     value.backward()
     assert torch.isfinite(half.grad.float()).all()
+
+
+@pytest.mark.parametrize("squared_pred", [False, True])
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize("include_background", [False, True])
+def test_jaccard_dice_equals_monai_jaccard(squared_pred, batch, include_background):
+    logits, labels = problem()
+    kwargs = dict(
+        softmax=True,
+        to_onehot_y=True,
+        squared_pred=squared_pred,
+        batch=batch,
+        include_background=include_background,
+        jaccard=True,
+    )
+    ours_input, monai_input = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    ours = ClassWeightedDiceLoss(**kwargs)(ours_input, labels)
+    expected = DiceLoss(**kwargs)(monai_input, labels)
+    torch.testing.assert_close(ours, expected)
+    ours.backward()
+    expected.backward()
+    torch.testing.assert_close(ours_input.grad, monai_input.grad)
+
+
+def test_jaccard_is_the_soft_iou_loss_by_hand():
+    probabilities = torch.tensor([[[0.9, 0.6, 0.2, 0.0]]], dtype=torch.float64)  # (B=1, C=1, N=4)
+    target = torch.tensor([[[1.0, 1.0, 0.0, 0.0]]], dtype=torch.float64)
+    intersection, union = 0.9 + 0.6, (0.9 + 0.6 + 0.2) + 2.0 - (0.9 + 0.6)
+    loss = ClassWeightedDiceLoss(jaccard=True, smooth_nr=0.0, smooth_dr=0.0)(probabilities, target)
+    torch.testing.assert_close(loss, torch.tensor(1.0 - intersection / union, dtype=torch.float64))
+
+
+def test_compound_with_jaccard_equals_monai_dice_ce_with_jaccard():
+    logits, labels = problem()
+    # batch=True: MONAI's CE term is one mean over the whole batch, gdlseg's CE is per row.
+    expected = DiceCELoss(softmax=True, to_onehot_y=True, jaccard=True, batch=True)(logits, labels)
+    ours = GeneralizedDiceCELoss(
+        softmax=True, to_onehot_y=True, jaccard=True, batch=True, lambda_gdl=0.0, lambda_dice=1.0, lambda_ce=1.0
+    )
+    torch.testing.assert_close(ours(logits, labels), expected)
+
+
+def test_compound_jaccard_term_per_sample_equals_monai_jaccard():
+    logits, labels = problem()
+    expected = DiceLoss(softmax=True, to_onehot_y=True, jaccard=True)(logits, labels)
+    alone = GeneralizedDiceCELoss(
+        softmax=True, to_onehot_y=True, jaccard=True, lambda_gdl=0.0, lambda_ce=0.0, lambda_dice=1.0
+    )
+    torch.testing.assert_close(alone(logits, labels), expected)
+
+
+@pytest.mark.parametrize("loss_class", [ClassWeightedDiceLoss, ClassWeightedGeneralizedDiceLoss, GeneralizedDiceCELoss])
+def test_reduction_none_as_python_none_is_refused_by_name(loss_class):
+    activation = {"softmax": True} if loss_class is GeneralizedDiceCELoss else {}
+    with pytest.raises(ValueError, match=r"reduction must be one of \['mean', 'sum', 'none'\], got None"):
+        loss_class(reduction=None, **activation)
+    logits, labels = problem()
+    per_row = loss_class(reduction="NONE", to_onehot_y=True, **activation)(logits, labels)
+    assert per_row.shape == (2, 1, 1, 1, 1)

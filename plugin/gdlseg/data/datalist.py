@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 from gdlseg.data.readers import is_dicom_series_folder
@@ -72,6 +73,30 @@ def split_datalist(
     held_out = set(order[:count])
     chosen = [case for i, case in enumerate(training) if (i in held_out) == (part == "validation")]
     return chosen
+
+
+def require_validation_case_per_process(
+    validation_cases: Sequence[dict], processes: int, val_fraction: float | None = None
+) -> int:
+    """Distributed validation scores each case once, spread over the processes, so every process
+    needs at least one validation case; checked before anything is built or written.
+
+    Returns:
+        The number of validation cases.
+
+    Raises:
+        ValueError: fewer validation cases than processes, naming both numbers and the fixes.
+    """
+    count = len(validation_cases)
+    if count >= processes:
+        return count
+    fraction = "" if val_fraction is None else f" (now {val_fraction})"
+    raise ValueError(
+        f"torchrun started {processes} processes but the validation set has {count} case(s): each process "
+        f"scores its own share of the validation cases and needs at least one. Start at most {count} "
+        f"process(es) (--nproc_per_node, --nnodes), or give more validation cases: a \"validation\" list in "
+        f"the datalist, or a larger val_fraction{fraction}."
+    )
 
 
 def datalist_fingerprint(datalist: os.PathLike | str) -> dict:

@@ -10,16 +10,22 @@ import torch
 
 
 def choose_option(argument: str, value: str, options: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``options``; otherwise raise with a "did you mean" hint.
+    """Return ``value`` lower-cased if it is one of ``options`` (case-insensitive; a ``str`` enum such
+    as MONAI's ``LossReduction`` counts as its string); otherwise raise with a "did you mean" hint.
+
+    Anything that is not a string (``None`` included) is refused rather than turned into one:
+    ``str(None)`` would silently select an option named "none".
 
     Raises:
-        ValueError: ``value`` is not a string in ``options``.
+        ValueError: ``value`` is not a string in ``options``; the message names ``argument``, the
+            allowed values and the value received.
     """
-    if isinstance(value, str) and value in options:
-        return value
+    chosen = str.lower(value) if isinstance(value, str) else None
+    if chosen in options:
+        return chosen
     hint = ""
-    if isinstance(value, str):
-        close = difflib.get_close_matches(value, list(options), n=1)
+    if chosen is not None:
+        close = difflib.get_close_matches(chosen, list(options), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(f"{argument} must be one of {list(options)}, got {value!r}.{hint}")
 

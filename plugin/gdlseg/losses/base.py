@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -17,7 +18,6 @@ from gdlseg.losses._options import (
     non_negative_float,
 )
 from gdlseg.losses.inputs import (
-    LossTarget,
     check_shapes,
     check_some_class_weighted,
     class_statistics,
@@ -38,17 +38,32 @@ def reduce_rows(rows: torch.Tensor, reduction: str, spatial_dims: int) -> torch.
     return rows.view(rows.shape[0], 1, *([1] * spatial_dims))
 
 
+class ScoredStatistics(NamedTuple):
+    """What every overlap term of a loss is computed from.
+
+    statistics: ``(R, C)`` per-class sums (with the cross-entropy sum when requested).
+    class_weights: ``(C,)`` user class weights α (ones when none were given), in the statistics' dtype.
+    scored: ``(C,)`` bool, the channels the overlap terms score.
+    """
+
+    statistics: ClassStatistics
+    class_weights: torch.Tensor
+    scored: torch.Tensor
+
+
 class OverlapLoss(nn.Module):
     """Base of the Dice-type losses: validates the shared arguments, parses the target, computes the
     per-class statistics and reduces the per-row losses that a subclass derives from them.
 
     Subclasses implement :meth:`rows_from_statistics`; ``squared_pred`` chooses ``Σ p²`` sums.
+    All settings are keyword-only (see :class:`gdlseg.losses.ClassWeightedGeneralizedDiceLoss`).
     """
 
     squared_pred: bool = False
 
     def __init__(
         self,
+        *,
         include_background: bool,
         to_onehot_y: bool,
         sigmoid: bool,
@@ -70,7 +85,7 @@ class OverlapLoss(nn.Module):
         self.sigmoid = bool(sigmoid)
         self.softmax = bool(softmax)
         self.other_act = other_act
-        self.reduction = choose_option("reduction", str(reduction).lower(), REDUCTIONS)
+        self.reduction = choose_option("reduction", reduction, REDUCTIONS)
         self.smooth_nr = non_negative_float("smooth_nr", smooth_nr)
         self.smooth_dr = non_negative_float("smooth_dr", smooth_dr)
         self.batch = bool(batch)
@@ -83,52 +98,48 @@ class OverlapLoss(nn.Module):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Loss of ``input`` ``(B, C, *spatial)`` against a label map or a dense target."""
-        self.check_inputs(input, target)
         with autocast_disabled(input):
-            parsed = self.parse(input, target)
-            return self.loss_from_target(input, parsed)
+            terms = self.scored_statistics(input, target)
+            rows = self.rows_from_statistics(*terms)
+            return reduce_rows(rows, self.reduction, input.ndim - 2)
 
-    def check_inputs(self, input: torch.Tensor, target: torch.Tensor) -> None:
-        """Raise ValueError on mismatched shapes or a wrong class-weight count."""
+    def scored_statistics(
+        self, input: torch.Tensor, target: torch.Tensor, with_cross_entropy: bool = False
+    ) -> ScoredStatistics:
+        """Check and parse ``target`` for ``input``, then compute its per-class statistics.
+
+        Call inside :func:`~gdlseg.losses._options.autocast_disabled`. ``with_cross_entropy`` adds
+        the cross-entropy sum weighted by the class weights (see
+        :func:`gdlseg.losses.inputs.class_statistics`).
+
+        Raises:
+            ValueError: mismatched shapes, a wrong class-weight count or bad label values.
+        """
         check_shapes(input, target)
-        check_class_weight_count(self.class_weights, input.shape[1])
-
-    def parse(self, input: torch.Tensor, target: torch.Tensor) -> LossTarget:
-        """Flatten and validate ``target`` for ``input``'s channel count."""
-        return parse_target(target, input.shape[1], self.to_onehot_y, self.ignore_index, self.validate_labels)
-
-    def loss_from_target(self, input: torch.Tensor, target: LossTarget) -> torch.Tensor:
-        """The reduced loss for a parsed target."""
-        rows = self.rows(self.statistics(input, target), input.shape[1])
-        return reduce_rows(rows, self.reduction, input.ndim - 2)
-
-    def statistics(self, input: torch.Tensor, target: LossTarget, with_cross_entropy: bool = False) -> ClassStatistics:
-        """Per-class statistics of ``input``; ``with_cross_entropy`` adds the cross-entropy sum
-        weighted by the class weights (see :func:`gdlseg.losses.inputs.class_statistics`)."""
-        return class_statistics(
-            input,
-            target,
-            self.sigmoid,
-            self.softmax,
-            self.other_act,
-            self.squared_pred,
-            self.soft_label,
-            self.batch,
-            with_cross_entropy,
-            self.class_weights if with_cross_entropy else None,
+        num_channels = input.shape[1]
+        check_class_weight_count(self.class_weights, num_channels)
+        parsed = parse_target(
+            target, num_channels, self.to_onehot_y, self.ignore_index, self.validate_labels, self.soft_label
         )
-
-    def user_class_weights(self, num_channels: int, like: torch.Tensor) -> torch.Tensor:
-        """``(C,)`` class weights α (ones when none were given) on ``like``'s device and dtype."""
-        if self.class_weights is None:
-            return torch.ones(num_channels, dtype=like.dtype, device=like.device)
-        return self.class_weights.to(device=like.device, dtype=like.dtype)
-
-    def rows(self, statistics: ClassStatistics, num_channels: int) -> torch.Tensor:
-        """``(R,)`` loss per row from statistics over ``num_channels`` channels."""
+        statistics = class_statistics(
+            input,
+            parsed,
+            sigmoid=self.sigmoid,
+            softmax=self.softmax,
+            other_act=self.other_act,
+            squared_pred=self.squared_pred,
+            soft_label=self.soft_label,
+            batch=self.batch,
+            with_cross_entropy=with_cross_entropy,
+            cross_entropy_weights=self.class_weights if with_cross_entropy else None,
+        )
         like = statistics.intersection
+        if self.class_weights is None:
+            class_weights = torch.ones(num_channels, dtype=like.dtype, device=like.device)
+        else:
+            class_weights = self.class_weights.to(device=like.device, dtype=like.dtype)
         scored = scored_channels(num_channels, self.include_background, self.ignore_index, like.device)
-        return self.rows_from_statistics(statistics, self.user_class_weights(num_channels, like), scored)
+        return ScoredStatistics(statistics, class_weights, scored)
 
     def rows_from_statistics(
         self, statistics: ClassStatistics, class_weights: torch.Tensor, scored: torch.Tensor

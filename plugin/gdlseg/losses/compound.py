@@ -12,7 +12,6 @@ from gdlseg.losses.base import reduce_rows
 from gdlseg.losses.cross_entropy import cross_entropy_from_statistics
 from gdlseg.losses.dice import weighted_dice_from_statistics
 from gdlseg.losses.generalized_dice import ClassWeightedGeneralizedDiceLoss
-from gdlseg.losses.inputs import scored_channels
 
 
 class GeneralizedDiceCELoss(nn.Module):
@@ -33,6 +32,8 @@ class GeneralizedDiceCELoss(nn.Module):
         lambda_gdl: weight of the GDL term, >= 0.
         lambda_ce: weight of the CE term, >= 0 (an attribute a schedule may change between calls).
         lambda_dice: weight of the soft Dice term, >= 0 (default 0: no Dice term).
+        jaccard: the soft Dice term is the soft Jaccard (IoU) loss, as MONAI's
+            ``DiceCELoss(jaccard=True)``; the GDL term is unchanged.
         softmax / sigmoid: exactly one must be True (CE needs logits).
         other arguments: as in :class:`ClassWeightedGeneralizedDiceLoss`.
 
@@ -60,6 +61,7 @@ class GeneralizedDiceCELoss(nn.Module):
         lambda_ce: float = 1.0,
         max_weight_ratio: float | None = None,
         lambda_dice: float = 0.0,
+        jaccard: bool = False,
     ) -> None:
         super().__init__()
         if bool(sigmoid) == bool(softmax):
@@ -72,6 +74,7 @@ class GeneralizedDiceCELoss(nn.Module):
         self.lambda_dice = non_negative_float("lambda_dice", lambda_dice)
         if self.lambda_gdl == 0 and self.lambda_ce == 0 and self.lambda_dice == 0:
             raise ValueError("lambda_gdl, lambda_ce and lambda_dice are all 0: the loss would be constant.")
+        self.jaccard = bool(jaccard)
         self.generalized_dice = ClassWeightedGeneralizedDiceLoss(
             include_background=include_background,
             to_onehot_y=to_onehot_y,
@@ -93,18 +96,16 @@ class GeneralizedDiceCELoss(nn.Module):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Compound loss of logits ``(B, C, *spatial)`` against a label map or a dense target."""
         gdl = self.generalized_dice
-        gdl.check_inputs(input, target)
-        num_channels = input.shape[1]
         with autocast_disabled(input):
-            parsed = gdl.parse(input, target)
-            statistics = gdl.statistics(input, parsed, with_cross_entropy=bool(self.lambda_ce))
-            rows = self.lambda_gdl * gdl.rows(statistics, num_channels) if self.lambda_gdl else 0.0
-            alpha = gdl.user_class_weights(num_channels, statistics.intersection)
+            statistics, alpha, scored = gdl.scored_statistics(input, target, with_cross_entropy=bool(self.lambda_ce))
+            rows = torch.zeros_like(statistics.intersection[:, 0])
+            if self.lambda_gdl:
+                rows = rows + self.lambda_gdl * gdl.rows_from_statistics(statistics, alpha, scored)
             if self.lambda_ce:
                 rows = rows + self.lambda_ce * cross_entropy_from_statistics(statistics, alpha, gdl.sigmoid)
             if self.lambda_dice:
-                like = statistics.intersection
-                scored = scored_channels(num_channels, gdl.include_background, gdl.ignore_index, like.device)
-                dice = weighted_dice_from_statistics(statistics, alpha, scored, gdl.smooth_nr, gdl.smooth_dr)
+                dice = weighted_dice_from_statistics(
+                    statistics, alpha, scored, gdl.smooth_nr, gdl.smooth_dr, self.jaccard
+                )
                 rows = rows + self.lambda_dice * dice
             return reduce_rows(rows, gdl.reduction, input.ndim - 2)

@@ -13,15 +13,10 @@ binary cross-entropy of every channel: ``Σ_c α_c Σ_v BCE_cv / (Σ_c α_c · N
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
-from gdlseg.losses.statistics import ClassStatistics
-
-if TYPE_CHECKING:
-    from gdlseg.losses.inputs import LossTarget
+from gdlseg.losses.statistics import ClassStatistics, LossTarget
 
 
 def cross_entropy_sum(

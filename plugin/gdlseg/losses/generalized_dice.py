@@ -158,21 +158,21 @@ class ClassWeightedGeneralizedDiceLoss(OverlapLoss):
         max_weight_ratio: float | None = None,
     ) -> None:
         super().__init__(
-            include_background,
-            to_onehot_y,
-            sigmoid,
-            softmax,
-            other_act,
-            reduction,
-            smooth_nr,
-            smooth_dr,
-            batch,
-            soft_label,
-            class_weights,
-            ignore_index,
-            validate_labels,
+            include_background=include_background,
+            to_onehot_y=to_onehot_y,
+            sigmoid=sigmoid,
+            softmax=softmax,
+            other_act=other_act,
+            reduction=reduction,
+            smooth_nr=smooth_nr,
+            smooth_dr=smooth_dr,
+            batch=batch,
+            soft_label=soft_label,
+            class_weights=class_weights,
+            ignore_index=ignore_index,
+            validate_labels=validate_labels,
         )
-        self.w_type = choose_option("w_type", str(w_type).lower(), W_TYPES)
+        self.w_type = choose_option("w_type", w_type, W_TYPES)
         self.normalize_weights = bool(normalize_weights)
         self.max_weight_ratio = check_max_ratio(max_weight_ratio)
 

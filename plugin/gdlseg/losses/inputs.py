@@ -5,41 +5,30 @@ label map ``(B, 1, *spatial)`` when ``to_onehot_y`` is set (and C > 1), otherwis
 ``(B, C, *spatial)`` one-hot or soft target. With C = 1, ``softmax`` and ``to_onehot_y`` are ignored
 with a warning, as in MONAI.
 
-``ignore_index`` follows MONAI's ``create_ignore_mask`` convention: in a label map, voxels holding
-that value are ignored; in a dense target, an index inside ``[0, C)`` ignores the voxels where that
-channel is on (and the channel itself is not scored), a sentinel outside it ignores voxels whose
-channels are all zero.
+``ignore_index`` follows MONAI's ``create_ignore_mask`` convention: in a label map, and in any
+one-channel target (a binary mask, e.g. 0/1 with 255 for unlabelled voxels), voxels holding that
+value are ignored; in a dense target of C > 1 channels, an index inside ``[0, C)`` ignores the
+voxels where that channel is on (and the channel itself is not scored), a sentinel outside it
+ignores voxels whose channels are all zero.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 
 from gdlseg.losses.cross_entropy import cross_entropy_sum
 from gdlseg.losses.statistics import (
     ClassStatistics,
+    LossTarget,
     compute_dtype,
     dense_target_statistics,
     label_map_statistics,
     reduce_over_batch,
     softmax_label_map_statistics,
 )
-
-
-class LossTarget(NamedTuple):
-    """A target flattened to ``N`` voxels: exactly one of ``labels`` / ``dense`` is set.
-
-    labels: ``(B, N)`` int64 in ``[0, C)`` (0 at ignored voxels). dense: ``(B, C, N)``.
-    valid: ``(B, N)`` bool, False at ignored voxels; None when nothing is ignored.
-    """
-
-    labels: torch.Tensor | None
-    dense: torch.Tensor | None
-    valid: torch.Tensor | None
 
 
 def plain_tensor(tensor: torch.Tensor) -> torch.Tensor:
@@ -92,6 +81,7 @@ def parse_target(
     to_onehot_y: bool,
     ignore_index: int | None,
     validate_labels: bool = True,
+    soft_label: bool = False,
 ) -> LossTarget:
     """Flatten a target and derive its ignore mask (see the module docstring for the forms).
 
@@ -100,11 +90,14 @@ def parse_target(
         num_channels: C, the input's channel count.
         to_onehot_y: the target is a label map to be compared class by class.
         ignore_index: label value (or one-hot channel / sentinel) to ignore, or None.
-        validate_labels: check that label values are integers in ``[0, C)`` (or ``ignore_index``).
+        validate_labels: check that label values are integers in ``[0, C)`` (or ``ignore_index``), and
+            that a one-channel mask with an ``ignore_index`` holds only 0, 1 and ``ignore_index``.
             This costs one device-to-host synchronisation per call on GPU.
+        soft_label: a one-channel mask may hold any value in [0, 1] (soft targets).
 
     Raises:
-        ValueError: a label outside ``[0, C)``, a non-integer label, or a channel count mismatch.
+        ValueError: a label outside ``[0, C)``, a non-integer label, a one-channel mask value other than
+            0, 1 (or [0, 1] with ``soft_label``) and ``ignore_index``, or a channel count mismatch.
     """
     target = plain_tensor(target)
     batch = target.shape[0]
@@ -128,14 +121,42 @@ def parse_target(
             f"with one channel per class, or a label map (B, 1, *spatial) with to_onehot_y=True."
         )
     dense = target.reshape(batch, num_channels, -1)
-    valid = None
-    if ignore_index is not None:
-        with torch.no_grad():
-            if 0 <= ignore_index < num_channels:
-                valid = dense[:, ignore_index] < 0.5
-            else:
-                valid = dense.sum(dim=1) > 0
+    if ignore_index is None:
+        return LossTarget(None, dense, None)
+    if num_channels == 1:
+        return _single_channel_target(dense, ignore_index, soft_label, validate_labels)
+    with torch.no_grad():
+        if 0 <= ignore_index < num_channels:
+            valid = dense[:, ignore_index] < 0.5
+        else:
+            valid = dense.sum(dim=1) > 0
     return LossTarget(None, dense, valid)
+
+
+def _single_channel_target(
+    dense: torch.Tensor, ignore_index: int, soft_label: bool, validate_labels: bool
+) -> LossTarget:
+    """A ``(B, 1, N)`` target with an ``ignore_index`` is a mask (MONAI's ``create_ignore_mask``):
+    voxels equal to ``ignore_index`` are ignored (and set to 0), every other voxel must be 0 or 1
+    (any value in [0, 1] with ``soft_label``).
+
+    Raises:
+        ValueError: a value that is neither a mask value nor ``ignore_index`` (with ``validate_labels``).
+    """
+    with torch.no_grad():
+        valid = dense[:, 0] != ignore_index
+        if validate_labels:
+            kept = dense[:, 0]
+            wrong = valid & ((kept < 0) | (kept > 1))
+            if not soft_label:
+                wrong |= valid & (kept != 0) & (kept != 1)
+            if bool(wrong.any()):
+                allowed = "a value in [0, 1]" if soft_label else "0 or 1"
+                raise ValueError(
+                    f"single-channel target holds the value {kept[wrong][0].item():g}: with ignore_index="
+                    f"{ignore_index} a one-channel target is a mask, each voxel {allowed} or ignore_index."
+                )
+    return LossTarget(None, torch.where(valid.unsqueeze(1), dense, torch.zeros_like(dense)), valid)
 
 
 def activate(input: torch.Tensor, sigmoid: bool, softmax: bool, other_act: Callable | None) -> torch.Tensor:
@@ -195,16 +216,26 @@ def class_statistics(
 
 def scored_channels(num_channels: int, include_background: bool, ignore_index: int | None, device) -> torch.Tensor:
     """Bool ``(C,)``: the channels a loss scores (background dropped unless included, and an
-    ``ignore_index`` that names a channel). With C = 1 the single channel is always scored."""
+    ``ignore_index`` that names a channel). With C = 1 the single channel is always scored.
+
+    Raises:
+        ValueError: no channel is left to score (C = 2, ``include_background=False`` and
+            ``ignore_index=1``): the loss would be undefined.
+    """
     scored = torch.ones(num_channels, dtype=torch.bool, device=device)
     if num_channels == 1:
         if not include_background:
             warnings.warn("single channel prediction, `include_background=False` ignored.", stacklevel=3)
         return scored
-    if not include_background:
-        scored[0] = False
+    dropped = set() if include_background else {0}
     if ignore_index is not None and 0 <= ignore_index < num_channels:
-        scored[ignore_index] = False
+        dropped.add(ignore_index)
+    if len(dropped) == num_channels:
+        raise ValueError(
+            f"no channel left to score: the input has {num_channels} channels, include_background=False "
+            f"drops channel 0 and ignore_index={ignore_index} drops the other."
+        )
+    scored[sorted(dropped)] = False
     return scored
 
 

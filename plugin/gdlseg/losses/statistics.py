@@ -39,6 +39,18 @@ class ClassStatistics(NamedTuple):
     cross_entropy: torch.Tensor | None = None
 
 
+class LossTarget(NamedTuple):
+    """A target flattened to ``N`` voxels: exactly one of ``labels`` / ``dense`` is set.
+
+    labels: ``(B, N)`` int64 in ``[0, C)`` (0 at ignored voxels). dense: ``(B, C, N)``.
+    valid: ``(B, N)`` bool, False at ignored voxels; None when nothing is ignored.
+    """
+
+    labels: torch.Tensor | None
+    dense: torch.Tensor | None
+    valid: torch.Tensor | None
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype statistics are accumulated in: float32, or float64 for float64 inputs."""
     return torch.promote_types(dtype, torch.float32)
