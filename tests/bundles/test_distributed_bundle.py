@@ -64,9 +64,7 @@ def test_torchrun_leaves_one_run_one_set_of_checkpoints_and_the_single_process_v
             assert math.isclose(value.value, summary[name]["mean"], rel_tol=1e-9, abs_tol=1e-12), name
 
 
-def test_more_processes_than_validation_cases_is_refused_by_name_before_anything_is_written(
-    bundle, dataset, tmp_path
-):
+def test_more_processes_than_validation_cases_is_refused_by_name_before_anything_is_written(bundle, dataset, tmp_path):
     output = tmp_path / "ddp"
     # 4 phantoms with val_fraction 0.25: one validation case for two processes.
     overrides = {"dataset_dir": dataset, "output_dir": output, "val_fraction": "0.25"}

@@ -25,7 +25,8 @@ from gdlseg.engines.checkpoints import (
     load_checkpoint,
     resume_checkpoint,
 )
-from gdlseg.engines.nan_guard import NonFiniteLossError, StopOnNonFiniteLoss
+from gdlseg.engines.errors import NonFiniteLossError
+from gdlseg.engines.nan_guard import StopOnNonFiniteLoss
 from gdlseg.engines.rng_state import RandomStates, transform_random_states
 
 

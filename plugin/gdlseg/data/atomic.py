@@ -7,15 +7,19 @@ temporary file is removed and the destination is left as it was.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import SimpleITK as sitk
+from monai.utils import optional_import
+
+sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run without it
 
 
 @contextmanager
@@ -46,6 +50,16 @@ def write_text_atomically(path: os.PathLike | str, text: str) -> Path:
 def write_json_atomically(path: os.PathLike | str, content: Mapping[str, Any] | list) -> Path:
     """Write ``content`` as indented JSON to ``path`` atomically and return the path."""
     return write_text_atomically(path, json.dumps(content, indent=2) + "\n")
+
+
+def write_csv_atomically(path: os.PathLike | str, rows: Sequence[Mapping], columns: Sequence[str]) -> Path:
+    """Write ``rows`` (dicts keyed by ``columns``) as a CSV file, atomically. Floats keep full precision;
+    NaN and inf are written ``nan`` and ``inf`` (pandas and R read them back)."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomically(path, buffer.getvalue())
 
 
 def write_image_atomically(image: sitk.Image, path: os.PathLike | str, compress: bool = True) -> Path:

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from gdlseg.data.class_weights import validate_class_weights
 from gdlseg.data.datalist import case_name, read_datalist, resolve_case
 from gdlseg.data.readers import ScanError, ScanHeader, read_array, read_header
+from gdlseg.settings import switch
 
 logger = logging.getLogger(__name__)
 
@@ -274,23 +275,6 @@ def require_valid_dataset(
         raise error
     logger.info("dataset check: %d labelled case(s), no problem found", cases)
     return cases
-
-
-def switch(value: bool | str | int, name: str) -> bool:
-    """A bundle on/off setting: a YAML bool, or a string from the command line (``python -m
-    monai.bundle run --check_data false`` passes the string ``"false"``, which Python finds true).
-
-    Raises:
-        ValueError: naming the setting, for anything but true/false, yes/no, on/off, 1/0.
-    """
-    if isinstance(value, (bool, int)) and value in (0, 1):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "on", "1"):
-        return True
-    if text in ("false", "no", "off", "0"):
-        return False
-    raise ValueError(f"{name} must be true or false, got {value!r}.")
 
 
 def preflight(

@@ -94,7 +94,7 @@ def require_validation_case_per_process(
     raise ValueError(
         f"torchrun started {processes} processes but the validation set has {count} case(s): each process "
         f"scores its own share of the validation cases and needs at least one. Start at most {count} "
-        f"process(es) (--nproc_per_node, --nnodes), or give more validation cases: a \"validation\" list in "
+        f'process(es) (--nproc_per_node, --nnodes), or give more validation cases: a "validation" list in '
         f"the datalist, or a larger val_fraction{fraction}."
     )
 

@@ -21,12 +21,13 @@ from typing import Any
 
 import ignite.distributed as idist
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
 from gdlseg.data.atomic import atomic_path, write_json_atomically
-from gdlseg.data.checks import switch
+from gdlseg.engines.errors import NonFiniteLossError
+from gdlseg.settings import switch
 
 logger = logging.getLogger("gdlseg.checkpoints")
 _EPOCH = re.compile(r"checkpoint_epoch=(\d+)\.pt$")
@@ -155,7 +156,7 @@ class SafeCheckpointSaver(CheckpointSaver):
       removed when the next saver attaches).
     - With ``n_saved``, the checkpoint being replaced is deleted only after the new one is complete.
     - A model with a NaN or infinite weight is never saved (a warning says so), and no final
-      checkpoint is written when the training stopped on a :class:`~gdlseg.engines.nan_guard.NonFiniteLossError`:
+      checkpoint is written when the training stopped on a :class:`~gdlseg.engines.errors.NonFiniteLossError`:
       the previous ``checkpoint_epoch=N.pt`` remains the one to resume from.
     """
 
@@ -197,8 +198,6 @@ class SafeCheckpointSaver(CheckpointSaver):
             super().completed(engine)
 
     def exception_raised(self, engine: Engine, e: Exception) -> None:
-        from gdlseg.engines.nan_guard import NonFiniteLossError
-
         if isinstance(e, NonFiniteLossError):
             logger.warning("Not writing %s: the training stopped on a non-finite loss.", self._final_filename)
             raise e
@@ -227,6 +226,37 @@ def write_training_record(
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     return str(write_json_atomically(target, record))
+
+
+class TrainingRecordWriter:
+    """Write ``training.json`` (:func:`write_training_record`) when the trainer starts, on a fresh
+    training and on a resumed one alike.
+
+    Args:
+        path: the file, beside the checkpoints.
+        class_names, class_weights: the classes, background first, and the loss's class weights.
+        settings: the preprocessing and network settings inference needs (``roi_size``, ``pixdim``, ...).
+    """
+
+    def __init__(
+        self,
+        path: os.PathLike | str,
+        class_names: Sequence[str],
+        class_weights: Sequence[float],
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.path = path
+        self.class_names = class_names
+        self.class_weights = class_weights
+        self.settings = dict(settings or {})
+
+    def attach(self, engine: Engine) -> None:
+        """Register on the trainer's STARTED event."""
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine | None = None) -> str:
+        """Write the record; returns its path."""
+        return write_training_record(self.path, self.class_names, self.class_weights, **self.settings)
 
 
 def require_outside_bundle(output_dir: os.PathLike | str, bundle_root: os.PathLike | str) -> str:

@@ -2,7 +2,7 @@
 
 Ignite's ``TerminateOnNan`` ends the engine as if training had completed: the MLflow run would end
 FINISHED and a final checkpoint of the diverged model would be written. :class:`StopOnNonFiniteLoss`
-raises :class:`NonFiniteLossError` instead, right after the loss is computed and before the
+raises :class:`~gdlseg.engines.errors.NonFiniteLossError` instead, right after the loss is computed and before the
 backward pass and the optimizer step, so that
 
 - the run ends FAILED (the error becomes the MLflow tag ``gdlseg.error``);
@@ -21,10 +21,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
 
 from gdlseg.engines.checkpoints import latest_checkpoint
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss is NaN or infinite."""
+from gdlseg.engines.errors import NonFiniteLossError
 
 
 class StopOnNonFiniteLoss:

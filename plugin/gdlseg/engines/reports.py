@@ -12,11 +12,11 @@ import torch
 import yaml
 from ignite.engine import Engine, Events
 
-from gdlseg.data.atomic import write_json_atomically, write_text_atomically
+from gdlseg.data.atomic import write_csv_atomically, write_json_atomically, write_text_atomically
 from gdlseg.engines.outputs import iteration_loss
 from gdlseg.engines.run_config import executed_config
 from gdlseg.evaluation.plots import pyplot, save_class_distribution, save_figure, save_overlay
-from gdlseg.evaluation.report import summarize, write_csv_atomically
+from gdlseg.evaluation.report import summarize
 
 __all__ = ["EvaluationReport", "TrainingReport", "save_class_distribution", "save_overlay"]
 

@@ -9,8 +9,6 @@ value is ``null``. The JSON therefore never holds NaN or inf.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gdlseg.data.atomic import write_json_atomically, write_text_atomically
+from gdlseg.data.atomic import write_csv_atomically, write_json_atomically
 from gdlseg.evaluation.metrics import METRICS
 
 CSV_COLUMNS = ("case", "class", "label", *METRICS)
@@ -48,16 +46,6 @@ def summarize(values: Iterable[float]) -> dict[str, float | int | None]:
         "std": float(finite.std()),
         "cases": int(finite.size),
     }
-
-
-def write_csv_atomically(path: os.PathLike | str, rows: Sequence[Mapping], columns: Sequence[str]) -> Path:
-    """Write ``rows`` (dicts keyed by ``columns``) as a CSV file, atomically. Floats keep full precision;
-    NaN and inf are written ``nan`` and ``inf`` (pandas and R read them back)."""
-    buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return write_text_atomically(path, buffer.getvalue())
 
 
 def metric_rows(results: Mapping[str, Mapping[int, Mapping[str, float]]], class_names: Mapping[int, str]) -> list[dict]:
