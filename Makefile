@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test demo bench clean
+.PHONY: install lint test demo bench gpu-check gpu-wheels clean
 
 install: $(STAMP)
 
@@ -31,6 +31,23 @@ bench: install
 	$(PY) scripts/bench_loss.py
 	$(PY) scripts/bench_train.py
 	$(PY) scripts/bench_infer.py
+
+# The GPU readiness check (docs/gpu.md): every CUDA path, results/gpu_check.json. `make test` runs its CPU mode.
+gpu-check: install
+	$(PY) scripts/gpu_check.py --device cuda
+
+# Wheels the check needs on an offline GPU machine beyond its torch and numpy (scripts/gpu_requirements.txt),
+# for that machine's Python and platform; then proof that they resolve there without a network.
+GPU_PYTHON_VERSION ?= 3.12
+GPU_PLATFORMS ?= manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64
+GPU_WHEELS ?= gpu-wheels
+gpu-wheels: install
+	rm -rf $(GPU_WHEELS)
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --implementation cp \
+		--python-version $(GPU_PYTHON_VERSION) $(addprefix --platform ,$(GPU_PLATFORMS)) \
+		-d $(GPU_WHEELS) -r scripts/gpu_requirements.txt
+	$(PY) scripts/gpu_check_wheels.py $(GPU_WHEELS) --python-version $(GPU_PYTHON_VERSION) \
+		$(addprefix --platform ,$(GPU_PLATFORMS))
 
 clean:
 	rm -rf $(VENV) build *.egg-info plugin/*.egg-info .pytest_cache demo outputs

@@ -80,8 +80,11 @@ def _peak(device: str) -> int:
     return status_bytes("VmHWM")
 
 
-def run_worker(setting: str, loss_name: str, device: str, repeats: int) -> dict:
-    """Measure one loss on one setting in this process."""
+def run_worker(setting: str, loss_name: str, device: str, repeats: int, precision: str = "float32") -> dict:
+    """Measure one loss on one setting in this process. ``precision="autocast"``: the loss runs under
+    autocast (float16 on CUDA, bfloat16 on the CPU) on logits of that dtype, as a network's output
+    reaches it in mixed-precision training."""
+    import contextlib
     import importlib
 
     import torch
@@ -90,18 +93,27 @@ def run_worker(setting: str, loss_name: str, device: str, repeats: int) -> dict:
     module, class_name = LOSSES[loss_name]
     loss = getattr(importlib.import_module(module), class_name)(softmax=True, to_onehot_y=True)
     generator = torch.Generator().manual_seed(0)
-    logits = torch.randn(batch, channels, size, size, size, generator=generator).to(device).requires_grad_()
+    low = torch.float16 if device == "cuda" else torch.bfloat16
+    dtype = low if precision == "autocast" else torch.float32
+    logits = torch.randn(batch, channels, size, size, size, generator=generator).to(device, dtype).requires_grad_()
     labels = torch.randint(0, channels, (batch, 1, size, size, size), generator=generator).float().to(device)
+
+    def autocast():
+        return torch.autocast(device, dtype=low) if precision == "autocast" else contextlib.nullcontext()
 
     def step() -> None:
         logits.grad = None
-        loss(logits, labels).backward()
+        with autocast():
+            value = loss(logits, labels)
+        value.backward()
         if device == "cuda":
             torch.cuda.synchronize()
 
     # Lazy one-off initialisation (autograd engine, thread pools) must not count as the loss's memory.
-    tiny = torch.randn(1, channels, 8, 8, 8, device=device, requires_grad=True)
-    loss(tiny, torch.randint(0, channels, (1, 1, 8, 8, 8), device=device).float()).backward()
+    tiny = torch.randn(1, channels, 8, 8, 8, device=device, dtype=dtype, requires_grad=True)
+    with autocast():
+        value = loss(tiny, torch.randint(0, channels, (1, 1, 8, 8, 8), device=device).float())
+    value.backward()
     before = _start_peak(device)
     step()
     extra = _peak(device) - before
@@ -115,6 +127,7 @@ def run_worker(setting: str, loss_name: str, device: str, repeats: int) -> dict:
         "setting": setting,
         "loss": loss_name,
         "device": device,
+        "precision": precision,
         "seconds_median": statistics.median(times),
         "seconds_all": times,
         "extra_peak_bytes": extra,

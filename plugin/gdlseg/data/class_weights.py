@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gdlseg.data.readers import read_image
+from gdlseg.data.readers import read_array
 
 
 def class_volumes(label_files: Sequence[os.PathLike | str], num_classes: int) -> np.ndarray:
@@ -27,11 +27,9 @@ def class_volumes(label_files: Sequence[os.PathLike | str], num_classes: int) ->
     Raises:
         ValueError: a label value outside ``[0, num_classes)``, naming the file.
     """
-    import SimpleITK as sitk
-
     totals = np.zeros(num_classes, dtype=np.int64)
     for path in label_files:
-        labels = sitk.GetArrayFromImage(read_image(path))
+        labels, _ = read_array(path)  # nibabel for NIfTI (as training reads it), SimpleITK for the rest
         counts = np.bincount(labels.astype(np.int64, copy=False).ravel(), minlength=num_classes)
         if counts.size > num_classes or labels.min() < 0:
             raise ValueError(f"{path}: label values outside [0, {num_classes}) (num_classes={num_classes}).")

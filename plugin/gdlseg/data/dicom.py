@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+from monai.utils import optional_import
 
 from gdlseg.data.errors import ScanError, itk_reason, quiet_itk
+
+sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run without it
 
 # Regularity, relative to the median step between slice positions along the normal:
 SPACING_TOLERANCE = 0.01  # steps within 1% of the median are regular (positions are rounded decimal strings)

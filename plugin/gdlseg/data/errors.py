@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import SimpleITK as sitk
+from monai.utils import optional_import
+
+sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run without it
 
 
 @contextmanager

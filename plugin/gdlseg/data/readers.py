@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from monai.data import ImageReader
 from monai.data.image_reader import _copy_compatible_dict, _stack_images
-from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
+from monai.utils import MetaKeys, SpaceKeys, ensure_tuple, optional_import
 
 from gdlseg.data.dicom import is_dicom_series_folder, read_dicom_series
 from gdlseg.data.errors import ScanError, itk_reason, quiet_itk
 from gdlseg.data.nifti import is_nifti, nifti_header, read_nifti, verify_nifti
+
+sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run without it
 
 __all__ = [
     "ScanError",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
+from monai.utils import optional_import
+
+sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run without it
 
 # A thousandth of the smallest voxel side: far above the float32 rounding of NIfTI headers (~1e-5 mm at
 # 500 mm from the origin), far below any real misalignment.

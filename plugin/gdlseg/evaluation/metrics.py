@@ -17,13 +17,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import SimpleITK as sitk
 import torch
+from monai.utils import optional_import
 from scipy import ndimage
 
 from gdlseg.evaluation.dice import dice_per_class
 from gdlseg.evaluation.geometry import require_same_geometry
 from gdlseg.evaluation.surface import hausdorff_distance, mean_surface_distance, surface_distances
+
+sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run without it
 
 METRICS = ("dice", "hd95_mm", "msd_mm", "volume_reference_ml", "volume_prediction_ml")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
+from monai.utils import optional_import
 
 from gdlseg.data.atomic import atomic_path
 from gdlseg.data.datalist import case_name
@@ -31,6 +31,8 @@ from gdlseg.inference.model import TrainedModel
 from gdlseg.inference.provenance import input_sha256, provenance_record
 from gdlseg.inference.segment import segment_image
 from gdlseg.inference.sliding_window import SlidingWindowSettings, resolve_precision
+
+sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run without it
 
 
 @dataclass

@@ -14,15 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Invertd
-from monai.utils import ImageMetaKey
+from monai.utils import ImageMetaKey, optional_import
 
 from gdlseg.data.readers import SimpleITKReader
 from gdlseg.inference.model import TrainedModel
 from gdlseg.inference.sliding_window import SlidingWindowSettings, sliding_window_segment
+
+sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run without it
 
 
 @dataclass
