@@ -1,12 +1,15 @@
 """gdlseg: a MONAI plugin for 3D medical image segmentation built around a class-weighted
 generalized Dice loss.
 
-Sub-packages (dependencies point inward):
+Sub-packages, dependencies pointing inward (``tests/test_architecture.py`` checks it):
 
 - ``losses``: pure-torch losses and their shared per-class statistics; imports nothing of ours.
-- ``evaluation``: metrics and reports on label maps.
-- ``data``, ``engines``, ``inference``: readers, training handlers, inference (filled by later work).
-- ``cli``: the ``gdlseg`` console command.
+- ``data``: readers, datalists, dataset checks, class-weight priors, transforms, atomic writes.
+- ``tracking``: MLflow runs without Ignite: params, the store, the run lifecycle, spool and replay.
+- ``engines``: Ignite/MONAI handlers (MLflow tracker, metrics, reports, checkpoints, schedules).
+- ``inference``, ``evaluation``: segmenting scans; scoring label maps, reports, batch runs.
+- ``cli``: the ``gdlseg`` console command (argument parsing); ``bundle``: what the bundle configs call.
+- ``settings`` (bundle on/off values) and ``versions`` (software and bundle versions): leaves.
 """
 
 __version__ = "0.1.0"

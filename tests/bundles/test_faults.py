@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from gdlseg.engines.checkpoints import checkpoint_epoch, latest_checkpoint, load_checkpoint
-from gdlseg.engines.tracking_spool import read_spool, replay_spool
+from gdlseg.tracking import read_spool, replay_spool
 
 from .conftest import run_bundle, runs_of, sqlite_uri, start_mlflow_server, stop_mlflow_server
 

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from mlflow.tracking import MlflowClient
 
 from gdlseg.cli.main import main
-from gdlseg.engines.tracking import default_tracking_uri
+from gdlseg.tracking import default_tracking_uri
 from tests.cli.test_main import gdlseg_command
 from tests.cli.training_records import record_a_finished_training
 

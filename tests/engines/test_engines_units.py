@@ -1,4 +1,4 @@
-"""Engine pieces on their own: the per-class Dice metric, config snapshots, checkpoints, params."""
+"""Engine pieces on their own: the per-class Dice metric, config snapshots, checkpoints, training records."""
 
 import json
 import math
@@ -9,6 +9,7 @@ import torch
 from ignite.engine import Engine
 
 from gdlseg.engines.checkpoints import (
+    TrainingRecordWriter,
     latest_checkpoint,
     require_outside_bundle,
     resume_checkpoint,
@@ -16,13 +17,6 @@ from gdlseg.engines.checkpoints import (
 )
 from gdlseg.engines.metrics import PerClassDice
 from gdlseg.engines.run_config import executed_config
-from gdlseg.engines.tracking import (
-    flatten,
-    module_hyperparameters,
-    optimizer_hyperparameters,
-    scheduler_hyperparameters,
-)
-from gdlseg.losses import GeneralizedDiceCELoss
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,40 +34,6 @@ def test_per_class_dice_metric_names_and_values():
     assert metrics["val_dice_organ"] == 1.0
     assert math.isnan(metrics["val_dice_lesion"])  # absent from both: left out
     assert metrics["val_mean_dice"] == 1.0
-
-
-def test_flatten_and_loss_hyperparameters():
-    assert flatten({"a": {"b": 1}, "c": [1, 2]}) == {"a.b": "1", "c": "[1, 2]"}
-    values = flatten(module_hyperparameters(GeneralizedDiceCELoss(softmax=True, class_weights=[1.0, 2.0])))
-    assert values["class"] == "gdlseg.losses.compound.GeneralizedDiceCELoss"
-    assert values["generalized_dice.w_type"] == "square"
-    assert values["generalized_dice.class_weights"] == "[1.0, 2.0]"
-
-
-def test_optimizer_schedule_and_network_params_are_read_from_the_objects_built():
-    from monai.networks.nets import SegResNet
-    from monai.optimizers import WarmupCosineSchedule
-
-    network = SegResNet(spatial_dims=3, init_filters=8, in_channels=1, out_channels=3, blocks_down=(1, 2))
-    optimizer = torch.optim.SGD(network.parameters(), lr=0.05, momentum=0.9)  # as if optimizer#_target_ was overridden
-    schedule = WarmupCosineSchedule(optimizer, warmup_steps=4, t_total=40)
-    optimizer.step()
-    schedule.step()
-    params = flatten(
-        {
-            "optimizer": optimizer_hyperparameters(optimizer),
-            "schedule": scheduler_hyperparameters(schedule),
-            "network": module_hyperparameters(network, recurse=False),
-        }
-    )
-    assert params["optimizer.class"] == "torch.optim.sgd.SGD"
-    assert params["optimizer.lr"] == "0.05" and params["optimizer.momentum"] == "0.9"  # as built, not as scheduled
-    assert params["schedule.class"] == "monai.optimizers.lr_scheduler.WarmupCosineSchedule"
-    assert params["schedule.warmup_steps"] == "4" and params["schedule.t_total"] == "40"
-    assert "schedule.last_epoch" not in params  # a position, not a setting: resuming changes it
-    assert params["network.class"] == "monai.networks.nets.segresnet.SegResNet"
-    assert params["network.init_filters"] == "8" and params["network.blocks_down"] == "(1, 2)"
-    assert not any(key.startswith("network.convInit") for key in params)  # arguments, not every layer
 
 
 def test_executed_config_applies_command_line_overrides():
@@ -126,6 +86,15 @@ def test_training_record(tmp_path):
         "roi_size": [8, 8, 8],
     }
     assert [p.name for p in (tmp_path / "m").iterdir()] == ["training.json"]  # no temporary left behind
+
+
+def test_training_record_is_written_by_a_handler_when_the_trainer_starts(tmp_path):
+    path = tmp_path / "models" / "training.json"
+    engine = Engine(lambda engine, batch: None)
+    TrainingRecordWriter(path, ["bg", "a"], [1.0, 2.0], settings={"roi_size": (8, 8, 8)}).attach(engine)
+    assert not path.exists()
+    engine.run([0], max_epochs=1)
+    assert json.loads(path.read_text())["roi_size"] == [8, 8, 8]
 
 
 def test_outputs_must_stay_outside_the_bundle(tmp_path):

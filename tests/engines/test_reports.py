@@ -10,8 +10,8 @@ import torch
 from ignite.engine import Engine, Events
 from mlflow.tracking import MlflowClient
 
+from gdlseg.engines.mlflow_handler import MLflowTracker
 from gdlseg.engines.reports import TrainingReport
-from gdlseg.engines.tracking import MLflowTracker
 
 
 def rows_of(path: Path) -> list[dict[str, str]]:

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,8 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gdlseg.evaluation.batch import evaluate_cases
     from gdlseg.evaluation.cases import pair_cases
-    from gdlseg.evaluation.report import write_evaluation_report
+    from gdlseg.tracking import derived_run_tracking_uri
 
     if args.overlays < 0:
         raise UsageError(f"--overlays must be 0 or more, got {args.overlays}")
@@ -109,32 +108,21 @@ def run(args: argparse.Namespace) -> int:
         "predictions_without_reference": pairs.predictions_without_reference,
     }
     _report_unmatched(unmatched)
-
-    from gdlseg.engines.tracking import derived_run_tracking_uri, tracked_run
-
-    params: dict[str, Any] = {"cases": len(pairs.matched), "class_names_from": names_source}
-    if class_names:
-        params["class_names"] = class_names
-    args.output.mkdir(parents=True, exist_ok=True)
-    with tracked_run(
+    outcome = evaluate_cases(
+        pairs.matched,
         args.output,
-        job="evaluate",
+        class_names=class_names,
+        class_names_source=names_source,
+        images=args.images,
+        overlays=args.overlays,
+        unmatched=unmatched,
         tracking_uri=derived_run_tracking_uri(args.tracking_uri, args.no_tracking, run_record),
         experiment_name=args.experiment or run_record.get("experiment") or "gdlseg",
         run_name=args.run_name,
-        params=params,
-        source_run_record=args.training_run_record,
-    ) as tracked:
-        results, failures = _evaluate_cases(pairs.matched, len(class_names) if class_names else None)
-        names = _label_names(results, class_names)
-        summary = write_evaluation_report(args.output, results, names, failures, unmatched)
-        pictures = _write_pictures(args, results, names, pairs.matched)
-        tracked.log_metrics(_run_metrics(summary))
-        tracked.log_artifacts([args.output / "metrics.csv", args.output / "summary.json", *pictures])
-        run_id = tracked.run_id
-    _print_summary(summary, args.output, run_id)
-    failed = bool(failures or pairs.references_without_prediction)
-    return EXIT_SOME_FAILED if failed else EXIT_OK
+        training_run_record=args.training_run_record,
+    )
+    _print_summary(outcome.summary, args.output, outcome.run_id)
+    return EXIT_OK if outcome.ok else EXIT_SOME_FAILED
 
 
 # -- options ------------------------------------------------------------------------------------
@@ -169,162 +157,7 @@ def _class_names(args: argparse.Namespace) -> tuple[list[str] | None, str]:
     return [str(name) for name in names], "training.json"
 
 
-# -- the work -----------------------------------------------------------------------------------
-def _evaluate_cases(
-    matched: dict[str, tuple[Path, Path]], num_classes: int | None
-) -> tuple[dict[str, dict[int, dict[str, float]]], dict[str, str]]:
-    """Metrics of every case that can be evaluated, and the reason for every one that cannot."""
-    from tqdm import tqdm
-
-    from gdlseg.evaluation.metrics import image_metrics
-
-    results: dict[str, dict[int, dict[str, float]]] = {}
-    failures: dict[str, str] = {}
-    progress = tqdm(matched.items(), desc="evaluate", unit="case", file=sys.stderr)
-    for case, (prediction_path, reference_path) in progress:
-        try:
-            prediction = _read(prediction_path, "prediction")
-            reference = _read(reference_path, "reference")
-            results[case] = image_metrics(prediction, reference, num_classes)
-        except (RuntimeError, ValueError, OSError) as error:
-            failures[case] = str(error)
-            tqdm.write(f"gdlseg evaluate: case {case}: {error}; skipped", file=sys.stderr)
-    return results, failures
-
-
-def _read(path: Path, role: str):
-    """Read one image; a failure names the file (not its folder, which may name a patient) and why."""
-    from gdlseg.data.errors import itk_reason
-    from gdlseg.data.readers import ScanError, read_image
-
-    try:
-        return read_image(path)
-    except ScanError as error:
-        reason = error.reason
-    except RuntimeError as error:
-        reason = itk_reason(error, path)
-    raise ValueError(f"cannot read the {role} {path.name}: {reason}")
-
-
-def _label_names(results: dict[str, dict[int, dict[str, float]]], class_names: list[str] | None) -> dict[int, str]:
-    """``{label: name}`` of the foreground classes. Without names, every label found in any case is a
-    class ``class_<label>``, and a case that lacks one gets the values of a class absent from both."""
-    from gdlseg.evaluation.metrics import absent_class_metrics
-
-    if class_names:
-        return {label: name for label, name in enumerate(class_names) if label > 0}
-    labels = sorted({label for by_label in results.values() for label in by_label})
-    highest = labels[-1] if labels else 0
-    for by_label in results.values():
-        for label in range(1, highest + 1):
-            by_label.setdefault(label, absent_class_metrics())
-    return {label: f"class_{label}" for label in range(1, highest + 1)}
-
-
-def _write_pictures(
-    args: argparse.Namespace,
-    results: dict[str, dict[int, dict[str, float]]],
-    names: dict[int, str],
-    matched: dict[str, tuple[Path, Path]],
-) -> list[Path]:
-    """Box plots per metric and overlays of the ``--overlays`` worst cases; returns the folders written."""
-    from gdlseg.evaluation.plots import save_box_plots
-
-    plots = args.output / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
-    for metric, label in (("dice", "Dice"), ("hd95_mm", "HD95 (mm)"), ("msd_mm", "mean surface distance (mm)")):
-        values = {names[k]: [by_label[k][metric] for by_label in results.values()] for k in names}
-        save_box_plots(values, plots / f"box_{metric}.png", label, f"{label} per class")
-    folders = [plots]
-    if args.overlays:
-        folders.append(_write_overlays(args, results, matched))
-    return folders
-
-
-def _write_overlays(
-    args: argparse.Namespace, results: dict[str, dict[int, dict[str, float]]], matched: dict[str, tuple[Path, Path]]
-) -> Path:
-    """``overlays/<case>.png`` for the cases with the lowest mean Dice, on the slice where prediction and
-    reference disagree most (on the scan from --images when it lies on the reference's grid, else on
-    the reference itself). Overlays of an earlier evaluation in the folder are removed."""
-    import numpy as np
-    import SimpleITK as sitk
-
-    from gdlseg.data.readers import read_image
-    from gdlseg.evaluation.cases import index_folder
-    from gdlseg.evaluation.geometry import geometry_differences
-    from gdlseg.evaluation.plots import save_overlay
-
-    folder = args.output / "overlays"
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.png"):
-        old.unlink()
-    images = index_folder(args.images, series_folders=True) if args.images else {}
-    ranked = sorted(
-        (dice, case)
-        for case, by_label in results.items()
-        if not math.isnan(dice := _nanmean([values["dice"] for values in by_label.values()]))
-    )
-    for dice, case in ranked[: args.overlays]:
-        prediction_path, reference_path = matched[case]
-        reference = read_image(reference_path)
-        prediction = sitk.GetArrayFromImage(read_image(prediction_path))
-        labels = sitk.GetArrayFromImage(reference)
-        background = (labels > 0).astype(np.float32)
-        if case in images:
-            try:
-                scan = read_image(images[case])
-                if not geometry_differences(scan, reference) and scan.GetNumberOfComponentsPerPixel() == 1:
-                    background = sitk.GetArrayFromImage(scan).astype(np.float32)
-                else:
-                    print(
-                        f"gdlseg evaluate: case {case}: the scan is not on the reference's grid; "
-                        "overlay drawn on the reference",
-                        file=sys.stderr,
-                    )
-            except (RuntimeError, ValueError):  # a ScanError is a ValueError
-                print(
-                    f"gdlseg evaluate: case {case}: the scan cannot be read; overlay drawn on the reference",
-                    file=sys.stderr,
-                )
-        # SimpleITK arrays are (z, y, x); the plots take (x, y, z).
-        background, labels, prediction = (array.T for array in (background, labels, prediction))
-        if labels.ndim == 3:
-            disagreement = (labels != prediction).sum(axis=(0, 1))
-            axial = int(np.argmax(disagreement)) if disagreement.any() else None
-        else:
-            axial = None
-        title = f"{case}: mean Dice {dice:.3f}"
-        save_overlay(background, labels, prediction, folder / f"{case}.png", axial, title, reference.GetSpacing())
-    return folder
-
-
-def _nanmean(values: list[float]) -> float:
-    finite = [value for value in values if not math.isnan(value)]
-    return sum(finite) / len(finite) if finite else float("nan")
-
-
 # -- output -------------------------------------------------------------------------------------
-def _metric_key(name: str) -> str:
-    """MLflow metric names allow letters, digits, ``_ - . /`` and spaces."""
-    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name)
-
-
-def _run_metrics(summary: dict) -> dict[str, float]:
-    """Per-class means of Dice, HD95, MSD and volumes, the mean Dice over classes, and case counts."""
-    metrics: dict[str, float] = {
-        "cases_evaluated": summary["cases"]["evaluated"],
-        "cases_failed": summary["cases"]["failed"],
-    }
-    if summary["mean_dice"] is not None:
-        metrics["mean_dice"] = summary["mean_dice"]
-    for name, entry in summary["classes"].items():
-        for metric in ("dice", "hd95_mm", "msd_mm", "volume_reference_ml", "volume_prediction_ml"):
-            if entry[metric]["mean"] is not None:
-                metrics[_metric_key(f"{metric}_{name}")] = entry[metric]["mean"]
-    return metrics
-
-
 def _report_unmatched(unmatched: dict[str, list[str]]) -> None:
     for key, text in (
         ("references_without_prediction", "reference(s) without a prediction (counted as failed)"),

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gdlseg.cli.common import EXIT_OK, UsageError
+from gdlseg.cli.common import EXIT_OK, UsageError, default_bundle
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -38,7 +38,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gdlseg.cli.train import default_bundle
 
     if not args.ckpt.is_file():
         raise UsageError(f"--ckpt {args.ckpt}: no such file")

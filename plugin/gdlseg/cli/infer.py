@@ -23,7 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
-from gdlseg.cli.common import EXIT_OK, EXIT_SOME_FAILED, UsageError
+from gdlseg.cli.common import EXIT_OK, EXIT_SOME_FAILED, UsageError, default_bundle
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -112,7 +112,6 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gdlseg.cli.train import default_bundle
 
     check_arguments(args)
     bundle = (args.bundle or default_bundle() or Path()).resolve()
@@ -157,12 +156,12 @@ def run(args: argparse.Namespace) -> int:
 def _run_tracked(args, cases, model, options, params, bundle) -> int:
     from tqdm import tqdm
 
-    from gdlseg.engines.tracking import derived_run_tracking_uri, read_run_record, tracked_run
     from gdlseg.inference import segment_cases
+    from gdlseg.tracking import RunSettings, derived_run_tracking_uri, read_run_record, tracked_run
 
     training_record = read_run_record(model.training_run_record)
     start = time.perf_counter()
-    with tracked_run(
+    settings = RunSettings(
         args.output,
         job="infer",
         tracking_uri=derived_run_tracking_uri(args.tracking_uri, args.no_tracking, training_record),
@@ -172,7 +171,8 @@ def _run_tracked(args, cases, model, options, params, bundle) -> int:
         tags={"gdlseg.bundle_version": model.bundle_version},
         bundle_root=bundle,
         source_run_record=model.training_run_record,
-    ) as tracked:
+    )
+    with tracked_run(settings) as tracked:
         with tqdm(total=len(cases), desc="infer", unit="case", file=sys.stderr, leave=False) as bar:
 
             def report(outcome) -> None:

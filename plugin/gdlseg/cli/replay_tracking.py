@@ -13,7 +13,7 @@ import logging
 from mlflow.exceptions import MlflowException
 
 from gdlseg.cli.common import EXIT_OK, EXIT_SOME_FAILED
-from gdlseg.engines.tracking_spool import replay_spool
+from gdlseg.tracking.spool import replay_spool
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -15,16 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gdlseg
-from gdlseg.cli.common import EXIT_OK, EXIT_SOME_FAILED, UsageError
-
-BUNDLE_NAME = "segresnet_gdl"
-
-
-def default_bundle() -> Path | None:
-    """The bundle shipped in the gdlseg repository (editable installs), or None if not found."""
-    candidate = Path(gdlseg.__file__).resolve().parents[2] / "bundles" / BUNDLE_NAME
-    return candidate if (candidate / "configs" / "train.yaml").is_file() else None
+from gdlseg.cli.common import EXIT_OK, EXIT_SOME_FAILED, UsageError, default_bundle
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -22,8 +22,10 @@ from typing import Any
 import torch
 from monai.transforms import Compose, LoadImaged
 
+from gdlseg.tracking.store import RUN_RECORD, read_run_record
+from gdlseg.versions import bundle_version
+
 TRAINING_RECORD = "training.json"
-RUN_RECORD = "mlflow_run.json"
 # Settings training.json records that are bundle IDs of train.yaml.
 RECORDED_SETTINGS = ("roi_size", "pixdim", "intensity", "ct_window")
 
@@ -219,7 +221,7 @@ def load_trained_model(
         checkpoint=checkpoint,
         checkpoint_sha256=file_sha256(checkpoint),
         bundle_root=bundle_root,
-        bundle_version=_bundle_version(bundle_root),
+        bundle_version=bundle_version(bundle_root) or "unknown",
         device=torch.device(device),
         training_run_record=run_record if run_record.is_file() else None,
         training_run_id=_run_id(run_record),
@@ -239,19 +241,12 @@ def _load_weights(network: torch.nn.Module, state_dict: Mapping[str, torch.Tenso
 
 
 def _run_id(run_record: Path) -> str | None:
-    if not run_record.is_file():
-        return None
+    """The run id in a training's run record; None when there is none or it is unreadable (inference
+    does not need it)."""
     try:
-        return json.loads(run_record.read_text()).get("run_id")
-    except (json.JSONDecodeError, AttributeError):
+        return read_run_record(run_record).get("run_id")
+    except (ValueError, AttributeError):
         return None
-
-
-def _bundle_version(bundle_root: Path) -> str:
-    metadata = bundle_root / "configs" / "metadata.json"
-    if not metadata.is_file():
-        return "unknown"
-    return str(json.loads(metadata.read_text()).get("version", "unknown"))
 
 
 def _plain(value: Any) -> Any:

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import SimpleITK as sitk
+from monai.utils import optional_import
 
+from gdlseg import versions
 from gdlseg.data.dicom import dicom_series_files
 from gdlseg.inference.model import TrainedModel, file_sha256
+
+sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run without it
 
 SCHEMA_VERSION = 1
 
@@ -37,20 +39,7 @@ def input_sha256(path: os.PathLike | str, series_uid: str | None = None) -> str:
 
 def software_versions() -> dict[str, str]:
     """Versions of gdlseg and the libraries that shape its output."""
-    import monai
-    import numpy
-    import torch
-
-    import gdlseg
-
-    return {
-        "gdlseg": gdlseg.__version__,
-        "monai": monai.__version__,
-        "torch": torch.__version__,
-        "simpleitk": sitk.Version_VersionString(),
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-    }
+    return versions.software_versions(("gdlseg", "monai", "torch", "simpleitk", "numpy", "python"))
 
 
 def provenance_record(

@@ -13,8 +13,9 @@ The spool holds the whole run, the records already sent too (``"sent": true``), 
 replayed either into the store that went away (only the unsent records are added to the run it
 already has) or into any other store (a complete new run is created).
 
-Replay: ``gdlseg replay-tracking <output_dir>/mlflow_spool --tracking-uri URI`` (or :func:`replay_spool`)
-(or :func:`replay_spool`). A replayed file is renamed ``*.replayed.jsonl`` so it is never sent twice.
+Replay: ``gdlseg replay-tracking <output_dir>/mlflow_spool --tracking-uri URI`` (or :func:`replay_spool`),
+which sends each record with :func:`gdlseg.tracking.store.send`, as the live run does. A replayed
+file is renamed ``*.replayed.jsonl`` so it is never sent twice.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from gdlseg.tracking.store import experiment_id, send
 
 logger = logging.getLogger("gdlseg.tracking")
 SPOOL_FOLDER = "mlflow_spool"
 REPLAYED_SUFFIX = ".replayed.jsonl"
-BATCH_METRICS, BATCH_PARAMS = 1000, 100
 
 
 class Spool:
@@ -96,11 +98,8 @@ def replay_spool(path: os.PathLike | str, tracking_uri: str) -> list[str]:
     return run_ids
 
 
-def _replay_file(client, tracking_uri: str, file: Path) -> str:
-    from mlflow.entities import Metric, Param, RunTag
+def _replay_file(client: Any, tracking_uri: str, file: Path) -> str:
     from mlflow.exceptions import MlflowException
-
-    from gdlseg.engines.tracking import experiment_id
 
     records = read_spool(file)
     start = records[0]
@@ -123,35 +122,9 @@ def _replay_file(client, tracking_uri: str, file: Path) -> str:
             experiment, start_time=start.get("start_time"), tags=tags, run_name=start.get("run_name")
         ).info.run_id
         todo = records[1:]
-    ended = False
     for record in todo:
-        op = record["op"]
-        if op == "params":
-            params = [Param(key, value) for key, value in record["params"].items()]
-            for first in range(0, len(params), BATCH_PARAMS):
-                client.log_batch(run_id, params=params[first : first + BATCH_PARAMS])
-        elif op == "tags":
-            client.log_batch(run_id, tags=[RunTag(key, value) for key, value in record["tags"].items()])
-        elif op == "metrics":
-            metrics = [Metric(key, value, stamp, step) for key, value, stamp, step in record["metrics"]]
-            for first in range(0, len(metrics), BATCH_METRICS):
-                client.log_batch(run_id, metrics=metrics[first : first + BATCH_METRICS])
-        elif op == "artifacts":
-            _upload(client, run_id, record["paths"])
-        elif op == "end":
-            client.set_terminated(run_id, record["status"], end_time=record.get("end_time"))
-            ended = True
-    if not ended and not any(record["op"] == "end" for record in records):
+        send(client, run_id, record)
+    if not any(record["op"] == "end" for record in records):
         client.set_tag(run_id, "gdlseg.error", "the spool has no end record: the process was killed")
         client.set_terminated(run_id, "KILLED")
     return run_id
-
-
-def _upload(client, run_id: str, paths: Sequence[str]) -> None:
-    for path in map(Path, paths):
-        if path.is_file():
-            client.log_artifact(run_id, str(path))
-        elif path.is_dir():
-            client.log_artifacts(run_id, str(path), artifact_path=path.name)
-        else:
-            logger.warning("Artifact %s no longer exists: not uploaded.", path)
