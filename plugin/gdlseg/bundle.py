@@ -18,6 +18,7 @@ from gdlseg.data.datalist import (
     inference_inputs,
     prediction_subject,
     require_unique_case_names,
+    require_validation_case_per_process,
     split_datalist,
 )
 from gdlseg.data.readers import SimpleITKReader
@@ -39,6 +40,7 @@ __all__ = [
     "preflight",
     "require_outside_bundle",
     "require_unique_case_names",
+    "require_validation_case_per_process",
     "resolve_class_weights",
     "resume_checkpoint",
     "scheduler_hyperparameters",

@@ -173,7 +173,8 @@ def _run_tracked(args, cases, model, options, params, bundle) -> int:
         source_run_record=model.training_run_record,
     )
     with tracked_run(settings) as tracked:
-        with tqdm(total=len(cases), desc="infer", unit="case", file=sys.stderr, leave=False) as bar:
+        # mininterval=0: every case (seconds each) redraws the bar, so 100% is always shown before it closes.
+        with tqdm(total=len(cases), desc="infer", unit="case", file=sys.stderr, leave=False, mininterval=0) as bar:
 
             def report(outcome) -> None:
                 bar.update(1)

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--dataset", required=True, type=Path, help="dataset folder (holds dataset.json)")
-    parser.add_argument("--output", required=True, type=Path, help="output folder: models/, reports/, mlruns.db")
+    parser.add_argument("--output", required=True, type=Path, help="output folder: models/, reports/, mlflow/mlflow.db")
     parser.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the repository's)")
     parser.add_argument("--datalist", type=Path, default=None, help="datalist JSON (default: DATASET/dataset.json)")
     parser.add_argument("--classes", nargs="+", metavar="NAME", help="class names, background first")
