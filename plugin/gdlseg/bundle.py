@@ -11,6 +11,9 @@ Nothing in the package imports this module: it sits above every layer, as the co
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from gdlseg.data.checks import preflight
 from gdlseg.data.class_weights import class_volumes, resolve_class_weights
 from gdlseg.data.datalist import (
@@ -24,6 +27,7 @@ from gdlseg.data.datalist import (
 from gdlseg.data.readers import SimpleITKReader
 from gdlseg.engines.checkpoints import require_outside_bundle, resume_checkpoint
 from gdlseg.engines.loss_schedule import weight_range
+from gdlseg.inference.model import read_training_record
 from gdlseg.settings import switch
 from gdlseg.tracking.params import module_hyperparameters, optimizer_hyperparameters, scheduler_hyperparameters
 from gdlseg.tracking.store import default_tracking_uri
@@ -33,11 +37,13 @@ __all__ = [
     "class_volumes",
     "datalist_fingerprint",
     "default_tracking_uri",
+    "inference_checkpoint",
     "inference_inputs",
     "module_hyperparameters",
     "optimizer_hyperparameters",
     "prediction_subject",
     "preflight",
+    "read_training_record",
     "require_outside_bundle",
     "require_unique_case_names",
     "require_validation_case_per_process",
@@ -46,5 +52,40 @@ __all__ = [
     "scheduler_hyperparameters",
     "split_datalist",
     "switch",
+    "trained_setting",
     "weight_range",
 ]
+
+
+def inference_checkpoint(
+    ckpt_path: os.PathLike | str | None, models_dir: os.PathLike | str, bundle_root: os.PathLike | str
+) -> str:
+    """The weights inference.yaml loads: ``ckpt_path`` when given; else ``<models_dir>/model.pt`` (the
+    training's) when it exists; else ``<bundle_root>/models/model.pt`` (the model zoo's place, where
+    large_files.yml downloads them) when that exists; else ``<models_dir>/model.pt``, which the
+    checkpoint loader then reports missing."""
+    if ckpt_path:
+        return str(ckpt_path)
+    trained, shipped = os.path.join(models_dir, "model.pt"), os.path.join(bundle_root, "models", "model.pt")
+    return shipped if not os.path.isfile(trained) and os.path.isfile(shipped) else trained
+
+
+def trained_setting(checkpoint: os.PathLike | str | None, key: str, default: Any) -> Any:
+    """``key`` of the ``training.json`` next to ``checkpoint`` (what the model was trained with), else
+    ``default`` (no checkpoint, no record, or a record without the key): inference.yaml reads the
+    class names and preprocessing of the checkpoint it loads.
+
+    Raises:
+        ValueError: the record is not valid JSON, or ``class_names`` is not a list of at least two names
+            (both naming the file).
+    """
+    if not checkpoint:
+        return default
+    record = read_training_record(checkpoint)
+    value = record.get(key, default)
+    if key == "class_names" and key in record and not (isinstance(value, list) and len(value) >= 2):
+        raise ValueError(
+            f"{os.path.join(os.path.dirname(checkpoint), 'training.json')}: class_names must list the background "
+            f"and at least one class, got {value!r}."
+        )
+    return value
