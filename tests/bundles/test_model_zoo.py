@@ -297,11 +297,9 @@ def test_network_data_format_matches_what_the_configs_build(config, tmp_path):
     assert list(pred["channel_def"].values()) == parser.get_parsed_content("class_names")
     assert list(pred["channel_def"]) == [str(index) for index in range(pred["num_channels"])]
     assert image["value_range"] == [0, 1] and parser.get_parsed_content("intensity") == "ct"
-    network = parser.get_parsed_content("network_def").eval()
-    with torch.no_grad():
-        output = network(torch.rand(1, image["num_channels"], *image["spatial_shape"], dtype=torch.float32))
-    assert tuple(output.shape) == (1, pred["num_channels"], *pred["spatial_shape"])
-    assert str(output.dtype) == f"torch.{pred['dtype']}" and image["dtype"] == "float32"
+    # the forward pass at this shape and dtype: verify_net_in_out (here for inference.yaml, in
+    # test_segresnet_gdl.py for train.yaml); the two networks are the same (the drift test above)
+    assert (image["dtype"], pred["dtype"]) == ("float32", "float32")
 
 
 def test_readme_has_the_zoo_template_sections():
