@@ -3,6 +3,7 @@ where the bundle is when ``--bundle`` is not given."""
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 
 import gdlseg
@@ -19,6 +20,18 @@ class UsageError(Exception):
 
 
 def default_bundle() -> Path | None:
-    """The bundle shipped in the gdlseg repository (editable installs), or None if not found."""
-    candidate = Path(gdlseg.__file__).resolve().parents[2] / "bundles" / BUNDLE_NAME
-    return candidate if (candidate / "configs" / "train.yaml").is_file() else None
+    """The segresnet_gdl bundle installed with gdlseg, or None if this installation has none.
+
+    It is the package data of ``gdlseg.bundles`` (setup.py), found with ``importlib.resources`` in a
+    wheel or an editable install; failing that, the ``bundles/`` folder of the repository checkout
+    gdlseg runs from (a source tree on ``PYTHONPATH``, or an editable install made before the bundle
+    was package data). A zipped installation has no folder MONAI could read, hence None.
+    """
+    candidates = [Path(gdlseg.__file__).resolve().parents[2] / "bundles" / BUNDLE_NAME]
+    try:
+        packaged = importlib.resources.files("gdlseg.bundles") / BUNDLE_NAME
+    except ModuleNotFoundError:
+        packaged = None
+    if isinstance(packaged, Path):
+        candidates.insert(0, packaged)
+    return next((path for path in candidates if (path / "configs" / "train.yaml").is_file()), None)

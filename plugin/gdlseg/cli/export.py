@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--ckpt", required=True, type=Path, help="model.pt or checkpoint_*.pt written by training")
     parser.add_argument("--format", required=True, choices=("torchscript", "onnx"), help="export format")
     parser.add_argument("--output", required=True, type=Path, help="file to write (e.g. model.ts or model.onnx)")
-    parser.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the repository's)")
+    parser.add_argument(
+        "--bundle", type=Path, default=None, help="bundle folder (default: the one installed with gdlseg)"
+    )
     parser.add_argument("--num-classes", type=int, help="override the class count found with the checkpoint")
     parser.add_argument("--class-names", nargs="+", metavar="NAME", help="override the class names, background first")
     parser.add_argument("--roi-size", nargs=3, type=int, metavar=("X", "Y", "Z"), help="size of the check input")

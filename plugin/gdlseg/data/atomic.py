@@ -2,7 +2,8 @@
 
 Every writer produces a hidden temporary file in the destination folder (same file system, so the
 final ``os.replace`` is atomic) and renames it only once the content is complete. On any error the
-temporary file is removed and the destination is left as it was.
+temporary file is removed and the destination is left as it was. :func:`copy_folder_atomically`
+does the same for a whole folder.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -67,3 +69,39 @@ def write_image_atomically(image: sitk.Image, path: os.PathLike | str, compress:
     with atomic_path(path) as temporary:
         sitk.WriteImage(image, str(temporary), useCompression=compress)
     return Path(path)
+
+
+def copy_folder_atomically(source: os.PathLike | str, destination: os.PathLike | str, replace: bool = False) -> Path:
+    """Copy the folder ``source`` to ``destination`` and return it: ``destination`` holds either what it
+    held before or the complete copy, never part of it.
+
+    The copy is made in a hidden sibling of ``destination`` and renamed onto it. An existing
+    ``destination`` folder is moved aside to another sibling first (a folder cannot be renamed onto a
+    non-empty one), put back if the rename fails, and removed once the copy is in place.
+
+    Raises:
+        FileExistsError: ``destination`` is a folder that is not empty and ``replace`` is false.
+        NotADirectoryError: ``destination`` exists and is not a folder.
+    """
+    source, destination = Path(source), Path(destination)
+    if destination.exists() and not destination.is_dir():
+        raise NotADirectoryError(f"{destination}: not a folder")
+    if destination.is_dir() and any(destination.iterdir()) and not replace:
+        raise FileExistsError(f"{destination}: not empty")
+    token = uuid.uuid4().hex
+    temporary = destination.with_name(f".{destination.name}.{token}.tmp")
+    previous = destination.with_name(f".{destination.name}.{token}.old")
+    try:
+        shutil.copytree(source, temporary)
+        if destination.exists():
+            os.replace(destination, previous)
+        try:
+            os.replace(temporary, destination)
+        except BaseException:
+            if previous.exists():
+                os.replace(previous, destination)
+            raise
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+        shutil.rmtree(previous, ignore_errors=True)
+    return destination
