@@ -200,3 +200,20 @@ def test_bad_options_are_usage_errors(checkpoint, scans, tmp_path, capsys, argum
     code, stderr = infer_in_process(capsys, *[item for pair in base.items() for item in pair])
     assert code == 2 and message in stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--model", "s3://bucket/model"], "expected models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model"),
+        (["--model", "models:/seg@champion"], "give the store with --tracking-uri or $MLFLOW_TRACKING_URI"),
+        (["--model", "models:/seg", "--tracking-uri", "sqlite:///{tmp}/m.db"], "expected models:/NAME@ALIAS"),
+        (["--model", "models:/seg@champion", "--tracking-uri", "sqlite:///{tmp}/m.db"], "seg"),
+    ],
+)
+def test_a_bad_model_uri_is_a_usage_error(scans, tmp_path, capsys, monkeypatch, arguments, message):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    arguments = [item.format(tmp=tmp_path) for item in arguments]
+    code, stderr = infer_in_process(capsys, *arguments, "--input", scans["lps"], "--output", tmp_path / "o")
+    assert code == 2 and f"--model {arguments[1]}" in stderr and message in stderr
+    assert not (tmp_path / "o").exists()

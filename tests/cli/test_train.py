@@ -60,11 +60,19 @@ def test_dry_run_prints_the_torchrun_command_for_several_processes(dataset, tmp_
         (["--set", "no_equals_sign"], "--set expects ID=VALUE"),
         (["--lambda-ce", "0.1", "0.5", "1"], "--lambda-ce takes one value or START END"),
         (["--nproc-per-node", "0"], "--nproc-per-node must be at least 1"),
+        (["--model-alias", "champion"], "--model-alias champion needs --register-model NAME"),
     ],
 )
 def test_bad_options_are_usage_errors(dataset, tmp_path, arguments, message):
     result = gdlseg("train", "--dataset", str(dataset), "--output", str(tmp_path), "--dry-run", *arguments)
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_the_registry_options_become_bundle_ids(dataset, tmp_path):
+    arguments = ["--register-model", "spleen-seg", "--model-alias", "champion", "--dry-run"]
+    result = gdlseg("train", "--dataset", str(dataset), "--output", str(tmp_path), *arguments)
+    assert result.returncode == 0, result.stderr
+    assert "--registered_model_name spleen-seg --registered_model_alias champion" in result.stderr
 
 
 def test_missing_dataset_folder_is_a_usage_error(tmp_path):

@@ -17,8 +17,10 @@ OUTPUT/mlflow. --no-tracking turns it off.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -33,7 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--ckpt", required=True, type=Path, help="model.pt or checkpoint_*.pt written by training")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", type=Path, help="model.pt or checkpoint_*.pt written by training")
+    source.add_argument(
+        "--model", metavar="URI",
+        help="an MLflow model logged by gdlseg train: models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model "
+        "(from --tracking-uri or $MLFLOW_TRACKING_URI)",
+    )  # fmt: skip
     parser.add_argument(
         "--input", required=True, nargs="+", type=Path, metavar="PATH",
         help="image files, folders of them, DICOM series folders or datalist JSON files",
@@ -99,7 +107,13 @@ def prepare_output_folder(folder: Path) -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    if not args.ckpt.is_file():
+    if args.model is not None and not args.model.startswith(("models:/", "runs:/")):
+        raise UsageError(
+            f"--model {args.model}: expected models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model"
+        )
+    if args.model is not None and not (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        raise UsageError(f"--model {args.model}: give the store with --tracking-uri or $MLFLOW_TRACKING_URI")
+    if args.ckpt is not None and not args.ckpt.is_file():
         raise UsageError(f"--ckpt {args.ckpt}: no such file")
     if not 0.0 <= args.overlap < 1.0:
         raise UsageError(f"--overlap must lie in [0, 1), got {args.overlap}")
@@ -112,8 +126,69 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
+    """Segment the inputs with the checkpoint of ``--ckpt``, or the MLflow model of ``--model``."""
     check_arguments(args)
+    if args.model is None:
+        return _run(args)
+    with tempfile.TemporaryDirectory(prefix="gdlseg-model-") as folder:
+        args.ckpt, model_bundle = download_model(args.model, args.tracking_uri, Path(folder))
+        args.bundle = args.bundle or model_bundle
+        return _run(args)
+
+
+def download_model(uri: str, tracking_uri: str | None, folder: Path) -> tuple[Path, Path]:
+    """Download the gdlseg MLflow model ``uri`` into ``folder``; return its checkpoint and bundle.
+
+    A run record (``mlflow_run.json``) is written beside the checkpoint, so that the inference run is
+    tagged with the training run and lands in its store and experiment.
+
+    Raises:
+        UsageError: the registered model, alias, version or run does not exist, or is not a gdlseg model.
+    """
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from gdlseg.tracking import RUN_RECORD
+
+    tracking_uri = tracking_uri or os.environ["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    try:
+        source, run_id = _model_source(client, uri)
+        local = Path(download_artifacts(artifact_uri=source, dst_path=str(folder), tracking_uri=tracking_uri))
+        experiment = client.get_experiment(client.get_run(run_id).info.experiment_id).name
+    except MlflowException as error:
+        raise UsageError(f"--model {uri}: {str(error).splitlines()[0]}") from None
+    checkpoint, bundle = local / "artifacts" / "checkpoint" / "model.pt", local / "artifacts" / "bundle"
+    if not checkpoint.is_file() or not (bundle / "configs" / "train.yaml").is_file():
+        raise UsageError(f"--model {uri}: not a model logged by gdlseg train (no checkpoint and bundle artifacts)")
+    record = {"run_id": run_id, "tracking_uri": tracking_uri, "experiment": experiment}
+    (checkpoint.parent / RUN_RECORD).write_text(json.dumps(record))
+    return checkpoint, bundle
+
+
+def _model_source(client, uri: str) -> tuple[str, str]:
+    """The ``runs:/`` URI of the model's files and the id of the run that logged it.
+
+    Raises:
+        UsageError: a ``models:/`` URI without a name and an alias or version.
+        MlflowException: no such registered model, alias, version or run.
+    """
+    if uri.startswith("runs:/"):
+        return uri, uri.removeprefix("runs:/").split("/")[0]
+    reference = uri.removeprefix("models:/")
+    if "@" in reference:
+        name, alias = reference.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    elif reference.count("/") == 1:
+        name, number = reference.split("/")
+        version = client.get_model_version(name, number)
+    else:
+        raise UsageError(f"--model {uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    return version.source, version.run_id
+
+
+def _run(args: argparse.Namespace) -> int:
     bundle = (args.bundle or default_bundle() or Path()).resolve()
     if not (bundle / "configs" / "train.yaml").is_file():
         raise UsageError(f"no bundle at {args.bundle or '(default)'}: pass --bundle with a folder holding configs/")
@@ -143,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         allow_irregular=args.allow_irregular,
     )
     params = {
-        "checkpoint": args.ckpt.name,
+        "checkpoint": args.model or args.ckpt.name,
         "checkpoint_sha256": model.checkpoint_sha256,
         "cases": len(cases),
         "device": str(device),

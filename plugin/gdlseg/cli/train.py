@@ -55,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite store in OUTPUT)")
     parser.add_argument("--experiment", help="MLflow experiment name")
     parser.add_argument("--run-name", help="MLflow run name (default: a unique generated name)")
+    parser.add_argument(
+        "--register-model", metavar="NAME",
+        help="register the run's MLflow model as a new version of NAME in the store's Model Registry",
+    )  # fmt: skip
+    parser.add_argument("--model-alias", metavar="ALIAS", help="alias of the new version (e.g. champion)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT/models")
     parser.add_argument(
         "--nproc-per-node",
@@ -101,6 +106,12 @@ def bundle_overrides(args: argparse.Namespace) -> dict[str, str]:
         overrides["experiment_name"] = args.experiment
     if args.run_name is not None:
         overrides["run_name"] = args.run_name
+    if args.model_alias and not args.register_model:
+        raise UsageError(f"--model-alias {args.model_alias} needs --register-model NAME")
+    if args.register_model:
+        overrides["registered_model_name"] = args.register_model
+    if args.model_alias:
+        overrides["registered_model_alias"] = args.model_alias
     if args.resume:
         overrides["resume"] = "true"
     for item in args.set:

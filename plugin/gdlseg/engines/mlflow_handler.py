@@ -9,16 +9,19 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
 
 from gdlseg.engines.outputs import iteration_loss
+from gdlseg.tracking.inputs import datalist_dataset
 from gdlseg.tracking.run import RunSettings, TrackedRun, raise_keyboard_interrupt
 from gdlseg.tracking.store import now_ms
 
 logger = logging.getLogger("gdlseg.tracking")
+MODEL_FOLDER = "mlflow_model"  # beside the best weights: the MLflow model folders before upload
 
 
 class MLflowTracker:
@@ -32,6 +35,12 @@ class MLflowTracker:
             and infer runs log the metrics of the engine they are attached to.
         artifacts: callables returning paths (or paths), logged when the run ends, whatever its status.
         log_every: log the training loss and learning rate every N iterations (sent once per epoch).
+        datalist: (train) the datalist JSON, logged as the run's dataset input (case names, no paths).
+        model_weights: (train) the best weights (``model.pt``, ``training.json`` beside it); a FINISHED
+            run logs them as the MLflow models ``model`` (pyfunc) and ``pytorch_model``, written first to
+            ``mlflow_model/`` beside the weights. A FAILED or KILLED run logs only the files.
+        registered_model_name: register the ``model`` of a FINISHED run as a new version of this name.
+        registered_model_alias: the alias the new version gets (e.g. ``champion``).
     """
 
     def __init__(
@@ -51,7 +60,13 @@ class MLflowTracker:
         source_run_record: os.PathLike | str | None = None,
         log_every: int = 1,
         resumed_from: os.PathLike | str | None = None,
+        datalist: os.PathLike | str | None = None,
+        model_weights: os.PathLike | str | None = None,
+        registered_model_name: str | None = None,
+        registered_model_alias: str | None = None,
     ) -> None:
+        if registered_model_alias and not registered_model_name:
+            raise ValueError(f"registered_model_alias {registered_model_alias!r} needs a registered_model_name.")
         self.settings = RunSettings(
             output_dir=output_dir,
             job=job,
@@ -70,6 +85,10 @@ class MLflowTracker:
         self.evaluator = evaluator
         self.artifacts = list(artifacts)
         self.log_every = max(1, int(log_every))
+        self.datalist = datalist
+        self.model_weights = model_weights
+        self.registered_model_name = registered_model_name or None
+        self.registered_model_alias = registered_model_alias or None
         self.run: TrackedRun | None = None
         self.trainer: Engine | None = None
         self._pending: list[tuple[str, float, int, int]] = []
@@ -101,6 +120,8 @@ class MLflowTracker:
         """A new run (a second ``engine.run()`` gets another one)."""
         if self.run is None or self.run.status is not None:
             self.run = TrackedRun(self.settings).start()
+            if self.datalist is not None and self.job == "train":
+                self.run.log_dataset(datalist_dataset(self.datalist))
 
     def log_iteration(self, engine: Engine) -> None:
         """Buffer the training loss and learning rate of the current iteration."""
@@ -129,7 +150,28 @@ class MLflowTracker:
             return
         self.flush()
         self._log_artifacts()
+        self._log_model()
         self.run.end("FINISHED")
+
+    def _log_model(self) -> None:
+        """The best weights as MLflow models, registered when asked (train runs with weights only)."""
+        if self.job != "train" or self.model_weights is None or not self.run.enabled:
+            return
+        weights = Path(self.model_weights)
+        if not weights.is_file():
+            logger.warning("No best model (%s) at the end of the training: no MLflow model logged.", weights.name)
+            return
+        from gdlseg.inference.mlflow_model import PYFUNC_PATH, save_mlflow_models  # imports mlflow.pyfunc: slow
+
+        try:
+            folders = save_mlflow_models(weights, self.settings.bundle_root or ".", weights.parent / MODEL_FOLDER)
+        except Exception as error:  # the training itself succeeded: its run still ends FINISHED, with the reason
+            logger.warning("The best model could not be saved as an MLflow model: %s", error)
+            self.run.set_tags({"gdlseg.model_error": f"{type(error).__name__}: {error}"})
+            return
+        self.run.log_artifacts(folders)
+        if self.registered_model_name:
+            self.run.register_model(self.registered_model_name, self.registered_model_alias, PYFUNC_PATH)
 
     def _log_artifacts(self) -> None:
         paths: list[os.PathLike | str] = []

@@ -190,6 +190,18 @@ class TrackedRun:
         if existing and self._active():
             self._record({"op": "artifacts", "paths": existing})
 
+    def log_dataset(self, dataset: Mapping[str, Any], context: str = "training") -> None:
+        """Log a dataset input of the run (``name``, ``digest``, ``source_type``, ``source``, ``profile``;
+        see :func:`gdlseg.tracking.inputs.datalist_dataset`), tagged with its ``context``."""
+        if self._active():
+            self._record({"op": "inputs", "dataset": dict(dataset), "context": context})
+
+    def register_model(self, name: str, alias: str | None = None, artifact_path: str = "model") -> None:
+        """Register the model logged at ``artifact_path`` as a new version of ``name`` in the store's Model
+        Registry (created if missing) and point ``alias`` at it; after the model's artifacts."""
+        if name and self._active():
+            self._record({"op": "register", "name": name, "alias": alias, "artifact_path": artifact_path})
+
     # -- internals ------------------------------------------------------------------------------
     def _active(self) -> bool:
         return self.enabled and self._started and self.status is None

@@ -138,7 +138,8 @@ def now_ms() -> int:
 
 
 def send(client: Any, run_id: str, record: Mapping[str, Any]) -> None:
-    """Deliver one record (``params``, ``tags``, ``metrics``, ``artifacts`` or ``end``) to run ``run_id``.
+    """Deliver one record (``params``, ``tags``, ``metrics``, ``artifacts``, ``inputs``, ``register`` or
+    ``end``) to run ``run_id``.
 
     Params and metrics go in batches (one request per 100 params or 1000 metric rows); tag values are cut
     to MLflow's limit; artifact paths that no longer exist are skipped with a warning.
@@ -165,7 +166,45 @@ def send(client: Any, run_id: str, record: Mapping[str, Any]) -> None:
                 client.log_artifacts(run_id, str(path), artifact_path=path.name)
             else:
                 logger.warning("Artifact %s no longer exists: not uploaded.", path)
+    elif op == "inputs":
+        log_dataset_input(client, run_id, record["dataset"], record.get("context", "training"))
+    elif op == "register":
+        register_model_version(client, run_id, record["name"], record.get("alias"), record["artifact_path"])
     elif op == "end":
         client.set_terminated(run_id, record["status"], end_time=record.get("end_time"))
     else:
         raise ValueError(f"unknown tracking record {op!r}")
+
+
+def log_dataset_input(client: Any, run_id: str, dataset: Mapping[str, Any], context: str) -> None:
+    """Log ``dataset`` (the fields of ``mlflow.entities.Dataset``) as an input of run ``run_id``."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    entity = Dataset(
+        name=dataset["name"],
+        digest=dataset["digest"],
+        source_type=dataset["source_type"],
+        source=dataset["source"],
+        schema=dataset.get("schema"),
+        profile=dataset.get("profile"),
+    )
+    client.log_inputs(run_id, [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
+
+
+def register_model_version(client: Any, run_id: str, name: str, alias: str | None, artifact_path: str) -> str:
+    """Register ``runs:/<run_id>/<artifact_path>`` as a new version of ``name`` (the registered model is
+    created if missing), set ``alias`` on it when given, and return the version."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        try:
+            client.create_registered_model(name)
+        except MlflowException:  # another run created it at the same moment
+            client.get_registered_model(name)
+    version = client.create_model_version(name, f"runs:/{run_id}/{artifact_path}", run_id=run_id).version
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    logger.info("Registered model %s version %s%s", name, version, f" (alias {alias})" if alias else "")
+    return str(version)
