@@ -92,5 +92,30 @@ def test_no_patient_identifier_in_anything_written(bundle, tmp_path):
     assert (infer / "case_1_seg.json").is_file()
 
     assert files_mentioning(outputs, IDENTIFIERS) == {}
+    assert_no_path_in_the_training_run(outputs / "train", tmp_path)
     leaked = [needle for needle in IDENTIFIERS if any(needle in text for text in console)]
     assert leaked == [], f"patient identifiers printed by gdlseg: {leaked}"
+
+
+def assert_no_path_in_the_training_run(output: Path, root: Path) -> None:
+    """The training run's MLflow models (MLmodel files, input example), dataset input and params name no
+    folder: paths are only inside the models (``artifacts/checkpoint``), never absolute."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{output / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("gdlseg").experiment_id
+    [run] = client.search_runs([experiment], "tags.`gdlseg.job` = 'train'")
+    texts = {f"param {key}": value for key, value in run.data.params.items()}
+    [dataset] = run.inputs.dataset_inputs
+    texts.update(dataset_source=dataset.dataset.source, dataset_profile=dataset.dataset.profile)
+    assert json.loads(dataset.dataset.source) == {"datalist": "dataset.json"}
+    assert json.loads(dataset.dataset.profile)["cases"] == {"training": ["case_0", "case_1", "case_2"]}
+    models = Path(client.download_artifacts(run.info.run_id, "", str(root / "downloaded")))
+    written = [models / "model" / "MLmodel", models / "pytorch_model" / "MLmodel"]
+    written += [
+        models / "pytorch_model" / "input_example.json",
+        models / "pytorch_model" / "serving_input_example.json",
+    ]
+    texts.update({str(path.relative_to(models)): path.read_text() for path in written})
+    for needle in (str(root), "/tmp/", *IDENTIFIERS):
+        assert [name for name, text in texts.items() if needle in text] == [], needle
