@@ -93,3 +93,29 @@ def test_a_lost_store_receives_the_model_and_its_registration_at_replay(tmp_path
 def test_an_alias_without_a_name_is_refused(tmp_path):
     with pytest.raises(ValueError, match="needs a registered_model_name"):
         MLflowTracker(tmp_path, registered_model_alias="champion")
+
+
+def test_system_metrics_are_sampled_during_the_run_only_when_asked(tmp_path):
+    import time
+
+    from ignite.engine import Engine
+
+    def slow_step(engine, batch):
+        time.sleep(0.4)
+        return {"loss": float(batch)}
+
+    for enabled, folder in ((True, tmp_path / "on"), (False, tmp_path / "off")):
+        uri = sqlite(folder)
+        engine = Engine(slow_step)
+        tracker = MLflowTracker(folder, tracking_uri=uri, system_metrics=enabled, system_metrics_interval=0.2)
+        tracker.attach(engine)
+        engine.run([1.0, 0.5, 0.2], max_epochs=1)
+        client, run = only_run(uri)
+        system = {key for key in run.data.metrics if key.startswith("system/")}
+        assert run.info.status == "FINISHED"
+        if enabled:
+            assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
+            history = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+            assert all(point.timestamp <= run.info.end_time for point in history)
+        else:
+            assert system == set()

@@ -41,6 +41,8 @@ class MLflowTracker:
             ``mlflow_model/`` beside the weights. A FAILED or KILLED run logs only the files.
         registered_model_name: register the ``model`` of a FINISHED run as a new version of this name.
         registered_model_alias: the alias the new version gets (e.g. ``champion``).
+        system_metrics: (train) log MLflow's system metrics (CPU, memory, GPU when present) during the run.
+        system_metrics_interval: seconds between two samples of the system metrics.
     """
 
     def __init__(
@@ -64,6 +66,8 @@ class MLflowTracker:
         model_weights: os.PathLike | str | None = None,
         registered_model_name: str | None = None,
         registered_model_alias: str | None = None,
+        system_metrics: bool = False,
+        system_metrics_interval: float = 10.0,
     ) -> None:
         if registered_model_alias and not registered_model_name:
             raise ValueError(f"registered_model_alias {registered_model_alias!r} needs a registered_model_name.")
@@ -89,6 +93,8 @@ class MLflowTracker:
         self.model_weights = model_weights
         self.registered_model_name = registered_model_name or None
         self.registered_model_alias = registered_model_alias or None
+        self.system_metrics = system_metrics
+        self.system_metrics_interval = float(system_metrics_interval)
         self.run: TrackedRun | None = None
         self.trainer: Engine | None = None
         self._pending: list[tuple[str, float, int, int]] = []
@@ -122,6 +128,8 @@ class MLflowTracker:
             self.run = TrackedRun(self.settings).start()
             if self.datalist is not None and self.job == "train":
                 self.run.log_dataset(datalist_dataset(self.datalist))
+            if self.system_metrics and self.job == "train":
+                self.run.monitor_system(self.system_metrics_interval)
 
     def log_iteration(self, engine: Engine) -> None:
         """Buffer the training loss and learning rate of the current iteration."""

@@ -111,6 +111,7 @@ class TrackedRun:
         self._client: Any = None
         self._started = False
         self._sent: list[dict[str, Any]] = []  # every record sent, for a complete spool if the store goes away
+        self._monitor: Any = None
 
     @property
     def spool_path(self) -> Path:
@@ -148,6 +149,7 @@ class TrackedRun:
             raise ValueError(f"status must be one of {TERMINAL_STATUSES}, not {status!r}")
         if not self._started or self.status is not None:
             return
+        self._stop_system_metrics()
         if self.enabled:
             if error is not None:
                 self.set_tags({"gdlseg.error": f"{type(error).__name__}: {error}"[:MAX_TAG_LENGTH]})
@@ -196,6 +198,21 @@ class TrackedRun:
         if self._active():
             self._record({"op": "inputs", "dataset": dict(dataset), "context": context})
 
+    def monitor_system(self, interval: float = 10.0) -> None:
+        """Log MLflow's system metrics (``system/cpu_utilization_percentage``, ``system/system_memory_usage_*``,
+        disk, network, and ``system/gpu_*`` when ``pynvml`` finds an NVIDIA GPU) every ``interval`` seconds
+        until the run ends. MLflow's monitor sends them itself: they are not spooled, and sampling stops
+        when the store cannot be reached. Without ``psutil`` a warning says so and the run goes on."""
+        if not self._active() or self.run_id is None or self.spool is not None or self._monitor is not None:
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError as error:  # psutil missing: the training matters more than its system metrics
+            logger.warning("MLflow system metrics are not logged: %s (pip install psutil).", error)
+            return
+        self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval, tracking_uri=self.tracking_uri)
+        self._monitor.start()
+
     def register_model(self, name: str, alias: str | None = None, artifact_path: str = "model") -> None:
         """Register the model logged at ``artifact_path`` as a new version of ``name`` in the store's Model
         Registry (created if missing) and point ``alias`` at it; after the model's artifacts."""
@@ -224,6 +241,15 @@ class TrackedRun:
             except Exception as error:  # any failure of the store: keep the record, stop contacting it
                 self._go_offline(error)
         self.spool.append([record])
+
+    def _stop_system_metrics(self) -> None:
+        """Stop the system metrics monitor and send its last samples (before the run's end record).
+
+        With the store lost, its thread is left to stop by itself at its next failed request: waiting
+        for it would wait for MLflow's retries."""
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None and self.spool is None:
+            monitor.finish()
 
     def _go_offline(self, error: BaseException) -> None:
         self.spool = Spool(self.spool_path)
