@@ -64,12 +64,18 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
         return self._segment(model_input)
 
     def _segment(self, item: Any) -> np.ndarray:
+        """The label map of one scan path or ``{"image": array, "spacing": …}``.
+
+        Raises:
+            ValueError: any other input, or a scan that cannot be read or segmented (named).
+        """
+        from gdlseg.data.datalist import case_name
         from gdlseg.data.readers import read_image
         from gdlseg.inference.segment import segment_image
 
         sitk = _simpleitk()
         if isinstance(item, (str, os.PathLike)):
-            image, case = read_image(item), "case"
+            image, case = read_image(item), case_name(item)
         elif isinstance(item, Mapping) and "image" in item:
             image, case = image_from_array(item["image"], item.get("spacing")), "array"
         else:
