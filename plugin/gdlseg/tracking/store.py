@@ -179,6 +179,7 @@ def send(client: Any, run_id: str, record: Mapping[str, Any]) -> None:
 def log_dataset_input(client: Any, run_id: str, dataset: Mapping[str, Any], context: str) -> None:
     """Log ``dataset`` (the fields of ``mlflow.entities.Dataset``) as an input of run ``run_id``."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
 
     entity = Dataset(
         name=dataset["name"],
@@ -188,7 +189,14 @@ def log_dataset_input(client: Any, run_id: str, dataset: Mapping[str, Any], cont
         schema=dataset.get("schema"),
         profile=dataset.get("profile"),
     )
-    client.log_inputs(run_id, [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])])
+    inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
+    try:
+        client.log_inputs(run_id, inputs)
+    except MlflowException:
+        # MLflow's store checks for the dataset, then inserts it: two runs of one datalist starting
+        # together collide on its key. The second attempt finds the row the other run wrote.
+        time.sleep(1.0)
+        client.log_inputs(run_id, inputs)
 
 
 def register_model_version(client: Any, run_id: str, name: str, alias: str | None, artifact_path: str) -> str:
