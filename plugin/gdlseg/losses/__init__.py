@@ -3,10 +3,12 @@
 - :class:`ClassWeightedGeneralizedDiceLoss`: Sudre et al. 2017 GDL with user class weights.
 - :class:`ClassWeightedDiceLoss`: class-weighted mean of per-class soft Dice losses.
 - :class:`GeneralizedDiceCELoss`: λ_gdl·GDL + λ_ce·cross-entropy.
+- :class:`DeepSupervisionLoss`: any of them over the output scales of a deep-supervision network.
 - :mod:`gdlseg.losses.statistics`: the per-class sums ``I, P, T`` every loss and metric uses.
 """
 
 from gdlseg.losses.compound import GeneralizedDiceCELoss
+from gdlseg.losses.deep_supervision import DeepSupervisionLoss
 from gdlseg.losses.dice import ClassWeightedDiceLoss
 from gdlseg.losses.generalized_dice import ClassWeightedGeneralizedDiceLoss
 from gdlseg.losses.statistics import ClassStatistics
@@ -15,5 +17,6 @@ __all__ = [
     "ClassStatistics",
     "ClassWeightedDiceLoss",
     "ClassWeightedGeneralizedDiceLoss",
+    "DeepSupervisionLoss",
     "GeneralizedDiceCELoss",
 ]
