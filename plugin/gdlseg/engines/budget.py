@@ -77,13 +77,18 @@ def _positive(value: Any, name: str) -> int:
     return number
 
 
+def _is_unset(value: Any) -> bool:
+    """None, or the words a command line or YAML uses for it (``""``, ``none``, ``null``)."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null"))
+
+
 def minutes_limit(max_minutes: float | str | None) -> float | None:
     """``max_minutes`` as a positive number, or None (no limit) for null/none/0.
 
     Raises:
         ValueError: not a number, or negative.
     """
-    if max_minutes is None or (isinstance(max_minutes, str) and max_minutes.strip().lower() in ("", "none", "null")):
+    if _is_unset(max_minutes):
         return None
     try:
         minutes = float(max_minutes)
@@ -176,9 +181,7 @@ class StopOnPlateau:
     ``EarlyStopHandler`` wraps), recording the reason. ``patience`` None disables it."""
 
     def __init__(self, patience: int | str | None, metric: str = "val_mean_dice", min_delta: float = 0.0) -> None:
-        self.patience = (
-            None if patience in (None, "", "none", "null") else _positive(patience, "early_stopping_patience")
-        )
+        self.patience = None if _is_unset(patience) else _positive(patience, "early_stopping_patience")
         self.metric, self.min_delta = metric, float(min_delta)
         self.best: float | None = None
         self.waited = 0
