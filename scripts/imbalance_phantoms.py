@@ -162,6 +162,14 @@ def class_fractions(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return counts / counts.sum()
 
 
+def random_flips(rng: np.random.Generator, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(C, X, Y, Z)`` image and label flipped together along each spatial axis with probability ½."""
+    for axis in (1, 2, 3):
+        if rng.random() < 0.5:
+            image, label = np.flip(image, axis), np.flip(label, axis)
+    return image, label
+
+
 class PatchSampler:
     """Random training patches with flips.
 
@@ -195,10 +203,7 @@ class PatchSampler:
             case = int(rng.integers(len(self.images)))
             x, y, z = self._corner(rng, case)
             window = (slice(None), slice(x, x + self.patch), slice(y, y + self.patch), slice(z, z + self.patch))
-            image, label = self.images[case][window], self.labels[case][window]
-            for axis in (1, 2, 3):
-                if rng.random() < 0.5:
-                    image, label = np.flip(image, axis), np.flip(label, axis)
+            image, label = random_flips(rng, self.images[case][window], self.labels[case][window])
             images.append(image)
             labels.append(label)
         return np.ascontiguousarray(np.stack(images)), np.ascontiguousarray(np.stack(labels))

@@ -25,8 +25,10 @@ from gdlseg.data.datalist import (
     split_datalist,
 )
 from gdlseg.data.readers import SimpleITKReader
-from gdlseg.engines.checkpoints import require_outside_bundle, resume_checkpoint
+from gdlseg.engines.budget import training_epochs, validation_interval
+from gdlseg.engines.checkpoints import entries_to_resume, require_outside_bundle, resume_checkpoint
 from gdlseg.engines.loss_schedule import weight_range
+from gdlseg.engines.recipes import norm_layer, norm_name, place_network, recipe_settings
 from gdlseg.inference.model import read_training_record
 from gdlseg.settings import switch
 from gdlseg.tracking.params import module_hyperparameters, optimizer_hyperparameters, scheduler_hyperparameters
@@ -37,13 +39,18 @@ __all__ = [
     "class_volumes",
     "datalist_fingerprint",
     "default_tracking_uri",
+    "entries_to_resume",
     "inference_checkpoint",
     "inference_inputs",
     "module_hyperparameters",
+    "norm_layer",
+    "norm_name",
     "optimizer_hyperparameters",
+    "place_network",
     "prediction_subject",
     "preflight",
     "read_training_record",
+    "recipe_settings",
     "require_outside_bundle",
     "require_unique_case_names",
     "require_validation_case_per_process",
@@ -53,6 +60,8 @@ __all__ = [
     "split_datalist",
     "switch",
     "trained_setting",
+    "training_epochs",
+    "validation_interval",
     "weight_range",
 ]
 

@@ -47,7 +47,7 @@ def test_torchrun_leaves_one_run_one_set_of_checkpoints_and_the_single_process_v
     assert run.data.params["data.validation_cases"] == "3"
     assert run.data.params["distributed.world_size"] == "2"
     assert run.data.params["distributed.backend"] == "gloo"
-    assert run.data.params["distributed.global_batch"] == "4"  # 2 ranks × batch_size 2 × 1 patch per image
+    assert run.data.params["distributed.global_batch"] == "2"  # 2 ranks × batch_size 1 (cpu_fast) × 1 patch
 
     # One epoch: model.pt holds the weights validated at epoch 1. Evaluating it in one process on the
     # same 3 validation cases must give what the two ranks gathered.

@@ -18,7 +18,11 @@ from gdlseg.tracking import read_spool, replay_spool
 from .conftest import run_bundle, runs_of, sqlite_uri, start_mlflow_server, stop_mlflow_server
 
 # The schedule's length is fixed so that runs with different max_epochs follow the same learning rates.
-SAME_SCHEDULE = {"lr_scheduler#t_total": "40"}
+# Validation every epoch in both runs: val_interval auto would differ with their max_epochs.
+SAME_SCHEDULE = {"lr_scheduler#t_total": "40", "val_interval": "1"}
+
+# The tests below count iterations: 2 per epoch, as with batches of 2 of the tiny dataset's cases.
+TWO_STEPS_PER_EPOCH = {"batch_size": "2"}
 
 
 def wait_for_a_periodic_checkpoint(models: Path, process, timeout: float = 600) -> None:
@@ -91,7 +95,13 @@ def test_nan_loss_stops_the_training_failed_and_keeps_the_last_good_checkpoint(b
     result = run_bundle(
         bundle,
         ["train.yaml"],
-        {"dataset_dir": dataset, "output_dir": output, "learning_rate": "1e30", "train#trainer#max_epochs": "4"},
+        {
+            **TWO_STEPS_PER_EPOCH,
+            "dataset_dir": dataset,
+            "output_dir": output,
+            "learning_rate": "1e30",
+            "train#trainer#max_epochs": "4",
+        },
         check=False,
     )
     assert result.returncode != 0
@@ -120,7 +130,13 @@ def test_a_tracking_server_lost_mid_run_is_spooled_and_replayed_complete(bundle,
         process = run_bundle(
             bundle,
             ["train.yaml"],
-            {"dataset_dir": dataset, "output_dir": output, "tracking_uri": uri, "train#trainer#max_epochs": "6"},
+            {
+                **TWO_STEPS_PER_EPOCH,
+                "dataset_dir": dataset,
+                "output_dir": output,
+                "tracking_uri": uri,
+                "train#trainer#max_epochs": "6",
+            },
             background=True,
         )
         wait_for_a_periodic_checkpoint(output / "models", process)

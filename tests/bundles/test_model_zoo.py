@@ -83,6 +83,7 @@ def test_inference_reads_what_training_json_records(trained):
     for key in ("roi_size", "pixdim", "intensity", "ct_window"):
         assert parser.get_parsed_content(key) == record[key], key
     assert parser.get_parsed_content("network_def#init_filters") == record["init_filters"] == 8
+    assert parser.get_parsed_content("network_def#norm") == ("BATCH", {}) and record["norm"] == "batch"  # cpu_fast
 
 
 def test_trained_setting(tmp_path):
@@ -148,7 +149,10 @@ def test_monai_label_loads_the_inference_config_alone(trained, dataset, tmp_path
 
 def test_train_and_inference_build_the_same_network_and_preprocessing(dataset, tmp_path):
     """No drift between the two files: the same definitions, the same defaults, the same result."""
-    train = parser_of("train.yaml", output_dir=str(tmp_path), io_keys=["image"], spacing_modes=["bilinear"])
+    # without a training.json, inference builds the standard recipe's network (what published weights use)
+    train = parser_of(
+        "train.yaml", output_dir=str(tmp_path), io_keys=["image"], spacing_modes=["bilinear"], recipe="standard"
+    )
     infer = parser_of("inference.yaml", output_dir=str(tmp_path))
     for key in ("num_classes", "class_names", "roi_size", "pixdim", "intensity", "ct_window", "device"):
         assert infer.get_parsed_content(key) == train.get_parsed_content(key), key

@@ -72,7 +72,8 @@ def test_training_writes_checkpoints_outside_the_bundle(trained, bundle):
     state = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
     assert "convInit.conv.weight" in state  # a plain state dict of the SegResNet
     final = torch.load(models / "checkpoint_final.pt", map_location="cpu", weights_only=True)
-    assert set(final) == {"model", "optimizer", "lr_scheduler", "trainer", "rng", "best_model"}
+    entries = {"model", "optimizer", "lr_scheduler", "trainer", "rng", "best_model", "early_stopping", "time_budget"}
+    assert set(final) == entries
     assert checkpoint_epoch(models / "checkpoint_final.pt") == 2
     record = json.loads((models / "training.json").read_text())
     assert record["class_names"] == ["background", *CLASSES] and record["num_classes"] == 4
@@ -97,7 +98,11 @@ def test_training_run_is_tracked_completely(trained, dataset):
     )
     for key in ("optimizer.weight_decay", "schedule.warmup_steps", "data.roi_size", "data.pixdim", "seed"):
         assert key in params, key
-    assert params["optimizer.class"] == "torch.optim.adamw.AdamW" and float(params["optimizer.lr"]) == 2.0e-4
+    # on a CPU the cpu_fast recipe: its learning rate, its batch, channels-last weights (docs/bundle.md#recipes)
+    assert params["recipe.name"] == "cpu_fast" and params["recipe.channels_last"] == "True"
+    assert params["optimizer.class"] == "torch.optim.adamw.AdamW" and float(params["optimizer.lr"]) == 3.0e-3
+    assert params["data.batch_size"] == "1" and params["budget.max_epochs"] == "auto"
+    assert run.data.tags["gdlseg.stopped_by"] == "max_epochs" and run.data.metrics["epochs_completed"] == 2.0
     assert params["schedule.class"] == "monai.optimizers.lr_scheduler.WarmupCosineSchedule"
     assert params["network.class"] == "monai.networks.nets.segresnet.SegResNet"
     assert params["max_epochs"] == "2" and params["network.init_filters"] == "8"
@@ -238,8 +243,14 @@ def test_torchscript_export_matches_the_network(trained, bundle, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     from monai.networks.nets import SegResNet
 
-    network = SegResNet(
-        spatial_dims=3, in_channels=1, out_channels=4, init_filters=8, blocks_down=[1, 2, 2, 4], blocks_up=[1, 1, 1]
+    network = SegResNet(  # trained on a CPU: the cpu_fast recipe's batch norm
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=4,
+        init_filters=8,
+        blocks_down=[1, 2, 2, 4],
+        blocks_up=[1, 1, 1],
+        norm="BATCH",
     )
     network.load_state_dict(torch.load(trained / "models" / "model.pt", map_location="cpu", weights_only=True))
     network.eval()

@@ -61,6 +61,9 @@ def test_dry_run_prints_the_torchrun_command_for_several_processes(dataset, tmp_
         (["--lambda-ce", "0.1", "0.5", "1"], "--lambda-ce takes one value or START END"),
         (["--nproc-per-node", "0"], "--nproc-per-node must be at least 1"),
         (["--model-alias", "champion"], "--model-alias champion needs --register-model NAME"),
+        (["--max-minutes", "0"], "--max-minutes must be a positive number of minutes, got 0"),
+        (["--early-stopping-patience", "0"], "--early-stopping-patience must be at least 1, got 0"),
+        (["--recipe", "gpu_fast"], "invalid choice: 'gpu_fast'"),
     ],
 )
 def test_bad_options_are_usage_errors(dataset, tmp_path, arguments, message):
@@ -73,6 +76,13 @@ def test_the_registry_options_become_bundle_ids(dataset, tmp_path):
     result = gdlseg("train", "--dataset", str(dataset), "--output", str(tmp_path), *arguments)
     assert result.returncode == 0, result.stderr
     assert "--registered_model_name spleen-seg --registered_model_alias champion" in result.stderr
+
+
+def test_the_recipe_and_budget_options_become_bundle_ids(dataset, tmp_path):
+    arguments = ["--recipe", "standard", "--epochs", "40", "--max-minutes", "30", "--early-stopping-patience", "5"]
+    result = gdlseg("train", "--dataset", str(dataset), "--output", str(tmp_path), *arguments, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "--recipe standard --max_epochs 40 --max_minutes 30.0 --early_stopping_patience 5" in result.stderr
 
 
 def test_missing_dataset_folder_is_a_usage_error(tmp_path):

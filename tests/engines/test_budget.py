@@ -82,11 +82,18 @@ def test_time_budget_replans_epochs_and_the_schedule_and_stops_at_an_epoch_end()
     assert validations == [trainer.state.epoch]  # the last epoch validated, although the interval skipped it
 
 
-def test_no_limit_means_no_handler():
+def test_no_limit_runs_every_epoch_and_validates_the_last_one_the_interval_skipped():
     trainer, data = slow_trainer(0.0, 2, 3)
-    TimeBudget(max_minutes=None).attach(trainer)
+    validated: list[int] = []
+
+    class Validator:  # the interface of MONAI's SupervisedEvaluator that the budget uses
+        def run(self, global_epoch: int) -> None:
+            validated.append(global_epoch)
+
+    TimeBudget(max_minutes=None, validator=Validator(), val_interval=2).attach(trainer)
     trainer.run(data, max_epochs=3)
-    assert trainer.state.epoch == 3
+    assert trainer.state.epoch == 3 and validated == [3]  # epoch 2 was the interval's; 3 would be skipped
+    assert getattr(trainer.state, "stop_reason", None) is None
 
 
 def plateau_run(scores: list[float], patience: int | None) -> tuple[Engine, StopOnPlateau]:
@@ -119,3 +126,19 @@ def test_early_stopping_state_survives_a_checkpoint():
     assert (stopper.best, stopper.waited) == (0.7, 2)
     with pytest.raises(ValueError, match="early_stopping_patience"):
         StopOnPlateau(0)
+
+
+def test_a_resumed_run_keeps_its_replanned_length_and_counts_time_from_its_restored_epoch():
+    trainer, data = slow_trainer(0.0, 2, 10)
+    budget = TimeBudget(max_minutes=60.0)
+    budget.load_state_dict({"replanned_epochs": 4})  # what the checkpoint of a re-planned run holds
+    budget.attach(trainer)
+    trainer.load_state_dict({"epoch": 2, "max_epochs": 10, "epoch_length": 2})
+    trainer.run(data)
+    assert trainer.state.epoch == 4 and budget.first_epoch == 2
+    assert budget.state_dict() == {"replanned_epochs": 4}
+
+
+def test_a_nan_validation_neither_sets_the_best_nor_counts():
+    trainer, stopper = plateau_run([float("nan"), 0.5, 0.4, 0.6], patience=2)
+    assert trainer.state.epoch == 4 and stopper.best == 0.6 and stopper.waited == 0

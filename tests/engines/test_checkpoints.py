@@ -21,6 +21,7 @@ from monai.transforms import Compose, RandFlipd, RandGaussianNoised, RandRotate9
 
 from gdlseg.engines.checkpoints import (
     SafeCheckpointSaver,
+    entries_to_resume,
     latest_checkpoint,
     load_checkpoint,
     resume_checkpoint,
@@ -303,3 +304,15 @@ def test_a_resumed_training_replaces_the_best_model_only_on_a_better_score(tmp_p
     assert torch.load(tmp_path / "model.pt", weights_only=True)["weight"].eq(5.0).all()
     assert [score for score, _ in resumed.state_dict()["_saved"]] == [0.9]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_entries_newer_than_the_checkpoint_start_afresh_and_the_others_are_still_required(tmp_path, caplog):
+    old = tmp_path / "checkpoint_epoch=3.pt"
+    torch.save({"model": {"w": torch.ones(1)}, "trainer": {"epoch": 3}}, old)  # written before early stopping existed
+    objects = {"model": "network", "trainer": "engine", "early_stopping": "stopper", "time_budget": "budget"}
+    with caplog.at_level(logging.WARNING, logger="gdlseg.checkpoints"):
+        assert entries_to_resume(old, objects) == {"model": "network", "trainer": "engine"}
+    assert "['early_stopping', 'time_budget']" in caplog.text and str(old) in caplog.text
+    assert entries_to_resume(None, objects) == objects  # nothing to resume: the loader is disabled anyway
+    # an entry every checkpoint has is never dropped: ignite then names it missing, as before
+    assert "optimizer" in entries_to_resume(old, {**objects, "optimizer": "adamw"})

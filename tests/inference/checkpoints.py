@@ -9,11 +9,13 @@ from pathlib import Path
 import torch
 from monai.networks.nets import SegResNet
 
+from gdlseg.engines.recipes import norm_layer
+
 CLASS_NAMES = ["background", "organ", "vessel", "lesion"]
 ROI = [16, 16, 16]
 
 
-def segresnet(classes: int = 4, filters: int = 8, in_channels: int = 1) -> SegResNet:
+def segresnet(classes: int = 4, filters: int = 8, in_channels: int = 1, norm: str = "group") -> SegResNet:
     """The bundle's architecture (blocks 1-2-2-4 down, 1-1-1 up) at a tiny width."""
     torch.manual_seed(0)
     return SegResNet(
@@ -23,6 +25,7 @@ def segresnet(classes: int = 4, filters: int = 8, in_channels: int = 1) -> SegRe
         init_filters=filters,
         blocks_down=[1, 2, 2, 4],
         blocks_up=[1, 1, 1],
+        norm=norm_layer(norm),
     )
 
 
@@ -33,11 +36,12 @@ def write_checkpoint(
     record: bool = True,
     run_id: str | None = None,
     full: bool = False,
+    norm: str = "group",
 ) -> Path:
     """``folder/model.pt`` (a plain state dict, or a full training checkpoint with ``full``), with the
     ``training.json`` training writes (``record``) and an ``mlflow_run.json`` (``run_id``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    network = segresnet(classes, filters)
+    network = segresnet(classes, filters, norm=norm)
     path = folder / ("checkpoint_final.pt" if full else "model.pt")
     state = {"model": network.state_dict(), "optimizer": {"state": {}, "param_groups": []}} if full else None
     torch.save(state or network.state_dict(), path)
@@ -46,6 +50,8 @@ def write_checkpoint(
         content = {"class_names": names, "num_classes": classes, "class_weights": [1.0] * classes}
         content.update(roi_size=ROI, pixdim=[1.5, 1.5, 2.5], intensity="ct", ct_window=[-1000, 1000])
         content["init_filters"] = filters
+        if norm != "group":  # records written before recipes existed have no "norm": group norm
+            content["norm"] = norm
         (folder / "training.json").write_text(json.dumps(content))
     if run_id:
         (folder / "mlflow_run.json").write_text(json.dumps({"run_id": run_id, "run_name": "train-x"}))

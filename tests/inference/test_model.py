@@ -21,11 +21,25 @@ def test_classes_and_settings_come_from_training_json(tmp_path):
         "intensity": "ct",
         "ct_window": [-1000, 1000],
         "init_filters": 8,
+        "norm": "group",
     }
     assert model.training_run_record == tmp_path / "mlflow_run.json"
     assert not model.network.training
     names = [type(t).__name__ for t in model.preprocessing.transforms]
     assert names[:2] == ["EnsureChannelFirstd", "Orientationd"] and "LoadImaged" not in names
+
+
+@pytest.mark.parametrize(("norm", "record"), [("instance", True), ("batch", True), ("batch", False)])
+def test_the_network_is_rebuilt_with_the_normalisation_it_was_trained_with(tmp_path, norm, record):
+    """From training.json's norm; batch norm also from its running statistics when there is no record."""
+    checkpoint = write_checkpoint(tmp_path, norm=norm, record=record)
+    model = load_trained_model(checkpoint, BUNDLE_ROOT)
+    assert model.settings["norm"] == norm
+    layer = {"instance": torch.nn.InstanceNorm3d, "batch": torch.nn.BatchNorm3d}[norm]
+    assert any(isinstance(module, layer) for module in model.network.modules())
+    reference = torch.load(checkpoint, weights_only=True)
+    for key, value in model.network.state_dict().items():
+        torch.testing.assert_close(value, reference[key])
 
 
 def test_a_bare_state_dict_gives_the_class_count_from_its_output_layer(tmp_path):

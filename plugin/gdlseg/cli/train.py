@@ -30,7 +30,21 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the repository's)")
     parser.add_argument("--datalist", type=Path, default=None, help="datalist JSON (default: DATASET/dataset.json)")
     parser.add_argument("--classes", nargs="+", metavar="NAME", help="class names, background first")
-    parser.add_argument("--epochs", type=int, help="number of epochs")
+    parser.add_argument(
+        "--recipe",
+        choices=("auto", "cpu_fast", "standard"),
+        help="network size, normalisation, learning rate and batch (default auto: cpu_fast on CPU, standard on GPU)",
+    )
+    parser.add_argument("--epochs", type=int, help="number of epochs (default: derived from the data and the device)")
+    parser.add_argument(
+        "--max-minutes", type=float, help="end the training within this many minutes (the schedule is re-planned)"
+    )
+    parser.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        metavar="N",
+        help="stop after N validations without a better mean validation Dice (default: off)",
+    )
     parser.add_argument(
         "--class-weights",
         nargs="+",
@@ -83,10 +97,20 @@ def bundle_overrides(args: argparse.Namespace) -> dict[str, str]:
     if args.classes:
         overrides["class_names"] = repr(list(args.classes))
         overrides["num_classes"] = str(len(args.classes))
+    if args.recipe is not None:
+        overrides["recipe"] = args.recipe
     if args.epochs is not None:
         if args.epochs < 1:
             raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
-        overrides["train#trainer#max_epochs"] = str(args.epochs)
+        overrides["max_epochs"] = str(args.epochs)
+    if args.max_minutes is not None:
+        if args.max_minutes <= 0:
+            raise UsageError(f"--max-minutes must be a positive number of minutes, got {args.max_minutes:g}")
+        overrides["max_minutes"] = str(args.max_minutes)
+    if args.early_stopping_patience is not None:
+        if args.early_stopping_patience < 1:
+            raise UsageError(f"--early-stopping-patience must be at least 1, got {args.early_stopping_patience}")
+        overrides["early_stopping_patience"] = str(args.early_stopping_patience)
     if args.class_weights:
         overrides["class_weights"] = class_weights_override(args.class_weights)
     if args.lambda_ce is not None:

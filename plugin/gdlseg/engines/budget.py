@@ -4,13 +4,15 @@
   ``TARGET_STEPS[device type]``, whatever the dataset size: ``epochs = ceil(steps / steps_per_epoch)``
   (the data loader's length), clipped to ``[EPOCH_RANGE]``. A small
   dataset gets many short epochs and a large one few long ones, as Auto3DSeg scales its epochs with the
-  number of cases; a CPU aims lower than a GPU, whose steps are ~50× cheaper. The targets are measured
-  (``scripts/bench_learning.py``: the held-out Dice has levelled off by then on its tasks).
+  number of cases; a CPU aims lower than a GPU, whose steps are ~50× cheaper. 1500 steps of the
+  ``cpu_fast`` recipe are 10–20 minutes on 2 CPU cores at 64³ patches, several times the budget at which
+  ``scripts/bench_learning.py`` compares recipes; 25000 is a tenth of nnU-Net's 250 000 steps
+  (1000 epochs × 250): set ``max_epochs`` for a longer GPU run. ``max_minutes`` caps either.
 - :func:`validation_interval` — ``val_interval: auto`` validates about ``VALIDATIONS_PER_RUN`` times.
-- :class:`TimeBudget` — ``max_minutes``: after the first epoch it re-plans the run to end by the
-  deadline (fewer epochs, and the learning-rate schedule's length with them, so that the cosine decay
-  still finishes), and at every epoch end it stops when the next epoch would not fit. It only ever
-  shortens a run. The last epoch is validated when the interval would have skipped it.
+- :class:`TimeBudget` — ``max_minutes``: at every epoch end it re-plans the run to end by the
+  deadline at the mean epoch time so far (fewer epochs, and the learning-rate schedule's length with
+  them, so that the cosine decay still finishes with the run). It only ever
+  shortens a run. Limit or not, the last epoch is validated when the interval would have skipped it.
 - :class:`StopOnPlateau` — ``early_stopping_patience``: stops after that many validations without a
   better validation metric (ignite's ``EarlyStopping`` rule, as MONAI's ``EarlyStopHandler``, with the
   reason recorded and its counters saved in checkpoints so that a resumed run continues counting).
@@ -106,12 +108,27 @@ def record_stop(engine: Engine, reason: str) -> None:
     engine.terminate()
 
 
+def _slowest_process(seconds: float) -> float:
+    """The largest of ``seconds`` over the processes of a torchrun job (itself in one process), so that
+    every rank takes the same decision and none waits alone in a collective."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return seconds
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    value = torch.tensor([seconds], dtype=torch.float64, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return float(value.item())
+
+
 class TimeBudget:
     """Ends a training by ``max_minutes`` of wall-clock time in this process (a resumed run gets a fresh
-    budget), at an epoch boundary so that every epoch is whole and its checkpoint written.
+    budget), at an epoch boundary so that every epoch is whole and its checkpoint written. With or
+    without a limit, the last epoch is validated when the interval skipped it, so that the final
+    weights are always a candidate for the best model.
 
     Args:
-        max_minutes: the limit; None or 0 disables the handler.
+        max_minutes: the limit; None or 0: no limit.
         lr_scheduler: a scheduler with ``t_total`` (MONAI ``WarmupCosineSchedule``) re-planned with the run.
         validator: the evaluator to run once more when the last epoch was not validated.
         val_interval: the epochs between validations (to know whether the last one was validated).
@@ -131,37 +148,47 @@ class TimeBudget:
         self.replanned_epochs: int | None = None
 
     def attach(self, trainer: Engine) -> None:
-        if self.seconds is None:
-            return
         trainer.add_event_handler(Events.STARTED, self._start)
         # After the handlers attached earlier (validation, checkpoints): the epoch is finished when this runs.
         trainer.add_event_handler(Events.EPOCH_COMPLETED, self._check)
 
     def _start(self, trainer: Engine) -> None:
+        # Runs after the checkpoint loader: a resumed run counts from its restored epoch, and a run that
+        # was re-planned before it stopped keeps its shortened length (its schedule was saved shortened).
         self.started, self.first_epoch = time.monotonic(), trainer.state.epoch
+        if self.replanned_epochs is not None:
+            trainer.state.max_epochs = max(trainer.state.epoch, min(trainer.state.max_epochs, self.replanned_epochs))
 
-    def _check(self, trainer: Engine) -> None:
-        elapsed = time.monotonic() - self.started
-        epochs_here = trainer.state.epoch - self.first_epoch
-        per_epoch = elapsed / max(1, epochs_here)
-        if epochs_here == 1:
-            self._replan(trainer, per_epoch)
-        last = trainer.state.epoch >= trainer.state.max_epochs
-        if last and self.replanned_epochs is None:
-            return  # the run ends as planned, within the limit
-        if not last and elapsed + per_epoch <= self.seconds:
-            return
-        logger.info("max_minutes: %.1f min used, another epoch would pass the limit; the run ends.", elapsed / 60)
+    def state_dict(self) -> dict[str, Any]:
+        return {"replanned_epochs": self.replanned_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.replanned_epochs = state.get("replanned_epochs")
+
+    def _validate_unless_done(self, trainer: Engine) -> None:
         if self.validator is not None and trainer.state.epoch % self.val_interval:
             self.validator.run(trainer.state.epoch)  # MONAI's evaluators take the trainer's epoch
-        if last:
-            trainer.state.stop_reason = getattr(trainer.state, "stop_reason", None) or "time_limit"
-        else:
-            record_stop(trainer, "time_limit")
 
-    def _replan(self, trainer: Engine, per_epoch: float) -> None:
-        """Fewer epochs when the planned ones do not fit, with the schedule shortened to match."""
-        fitting = trainer.state.epoch + int((self.seconds - per_epoch) // per_epoch)
+    def _check(self, trainer: Engine) -> None:
+        if self.seconds is None:
+            if trainer.state.epoch >= trainer.state.max_epochs:  # the final weights are always a candidate
+                self._validate_unless_done(trainer)
+            return
+        elapsed = _slowest_process(time.monotonic() - self.started)
+        # The mean epoch so far, validations included, re-estimated at every epoch end.
+        per_epoch = elapsed / max(1, trainer.state.epoch - self.first_epoch)
+        self._replan(trainer, per_epoch, elapsed)
+        if trainer.state.epoch < trainer.state.max_epochs:
+            return
+        self._validate_unless_done(trainer)
+        if self.replanned_epochs is not None:
+            logger.info("max_minutes: %.1f min used; the re-planned run ends here.", elapsed / 60)
+            trainer.state.stop_reason = getattr(trainer.state, "stop_reason", None) or "time_limit"
+
+    def _replan(self, trainer: Engine, per_epoch: float, elapsed: float) -> None:
+        """Fewer epochs when the planned ones do not fit in what is left of the limit, with the
+        schedule shortened to match (the cosine then still ends with the run)."""
+        fitting = trainer.state.epoch + int(max(0.0, self.seconds - elapsed) // max(per_epoch, 1e-9))
         if fitting >= trainer.state.max_epochs:
             return
         fitting = max(trainer.state.epoch, fitting)
@@ -193,6 +220,8 @@ class StopOnPlateau:
 
     def _check(self, evaluator: Engine, trainer: Engine) -> None:
         score = float(evaluator.state.metrics[self.metric])
+        if not math.isfinite(score):
+            return  # a NaN validation neither sets the best nor counts as a plateau
         if self.best is None or score > self.best + self.min_delta:
             self.best, self.waited = score, 0
             return

@@ -47,6 +47,23 @@ def load_checkpoint(path: os.PathLike | str, map_location: str | torch.device = 
         raise ValueError(f"checkpoint {path} cannot be loaded ({type(error).__name__}: {error})") from error
 
 
+# Entries added to the checkpoints after a release: a checkpoint written before lacks them, and
+# resuming it starts these objects afresh instead of failing (ignite refuses any missing key).
+OPTIONAL_ENTRIES = ("early_stopping", "time_budget")
+
+
+def entries_to_resume(checkpoint: os.PathLike | str | None, objects: Mapping[str, Any]) -> dict[str, Any]:
+    """``objects`` (the checkpoint loader's ``load_dict``) without the :data:`OPTIONAL_ENTRIES` that
+    ``checkpoint`` does not hold; all of them when there is no checkpoint to resume."""
+    if not checkpoint:
+        return dict(objects)
+    stored = load_checkpoint(checkpoint).keys()
+    missing = [key for key in OPTIONAL_ENTRIES if key in objects and key not in stored]
+    if missing:
+        logger.warning("%s has no %s (written by an earlier version): they start afresh.", checkpoint, missing)
+    return {key: value for key, value in objects.items() if key not in missing}
+
+
 def latest_checkpoint(models_dir: os.PathLike | str) -> str | None:
     """The full checkpoint to resume from: the loadable one of the highest epoch among
     ``checkpoint_epoch=N.pt`` (epoch from the name) and ``checkpoint_final.pt`` (epoch from its trainer

@@ -157,6 +157,10 @@ class MLflowTracker:
         if self.run is None:
             return
         self.flush()
+        if self.job == "train":
+            # Why the training ended (engines/budget.py sets the reason when it stops one early).
+            self.run.set_tags({"gdlseg.stopped_by": getattr(engine.state, "stop_reason", None) or "max_epochs"})
+            self.run.log_metrics({"epochs_completed": float(engine.state.epoch)}, engine.state.epoch)
         self._log_artifacts()
         self._log_model()
         self.run.end("FINISHED")

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from monai.transforms import Compose, LoadImaged
 
+from gdlseg.engines.recipes import norm_layer, norm_of_weights
 from gdlseg.tracking.store import RUN_RECORD, read_run_record
 from gdlseg.versions import bundle_version
 
@@ -187,6 +188,8 @@ def load_trained_model(
             "class_names": names,
             "network_def#in_channels": in_channels,
             "network_def#init_filters": int(record.get("init_filters", filters)),
+            # models trained before recipes existed have no "norm" in their record: all used group norm
+            "network_def#norm": norm_layer(record.get("norm") or norm_of_weights(state_dict) or "group"),
             "io_keys": ["image"],
             "spacing_modes": ["bilinear"],
         }
@@ -210,6 +213,7 @@ def load_trained_model(
     preprocessing = Compose([t for t in transforms if not isinstance(t, LoadImaged)])
     settings = {key: parser.get_parsed_content(key) for key in ("pixdim", "intensity", "ct_window")}
     settings["init_filters"] = overrides["network_def#init_filters"]
+    settings["norm"] = record.get("norm") or norm_of_weights(state_dict) or "group"
     run_record = checkpoint.parent / RUN_RECORD
     return TrainedModel(
         network=network,

@@ -1,0 +1,108 @@
+"""Training recipes: the network size, normalisation, learning rate and batch the bundle trains with.
+
+A recipe is a named set of defaults for the bundle IDs ``init_filters``, ``norm``, ``learning_rate``,
+``batch_size``, ``samples_per_image`` and ``channels_last``; an ID given on the command line still wins.
+``recipe: auto`` picks by device, because the budget differs by about 50× per optimiser step:
+
+- ``standard`` (CUDA): SegResNet 16 filters, group norm, AdamW 2e-4, 2 volumes × 2 patches per step —
+  the Auto3DSeg-style capacity a GPU affords.
+- ``cpu_fast`` (CPU): SegResNet 8 filters (about 4× fewer multiply-adds), batch norm, AdamW 3e-3,
+  1 volume × 2 patches per step, weights in channels-last memory (oneDNN's fast 3D convolutions: about
+  2× faster per step on CPU, values unchanged). Within a fixed wall-clock budget on 2 CPU cores it takes
+  ~6× more optimiser steps than ``standard`` and learns more structures; ``results/bench_learning.md``
+  measures each element against the minimal MONAI UNet script (docs/bundle.md#recipes). Batch norm
+  learnt faster than group or instance norm there; under torchrun on CPUs it normalises over each
+  process's batch (SyncBatchNorm needs CUDA).
+
+Normalisation names map to MONAI's layer specs by :func:`norm_layer`: ``group`` (8 groups, SegResNet's
+default), ``instance``, ``batch``. Batch norm keeps running statistics in the weights, so a model's
+normalisation is recorded in ``training.json`` and read back at inference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gdlseg.settings import switch
+
+RECIPE_SETTINGS: dict[str, dict[str, Any]] = {
+    "standard": {
+        "init_filters": 16,
+        "norm": "group",
+        "learning_rate": 2.0e-4,
+        "batch_size": 2,
+        "samples_per_image": 2,
+        "channels_last": False,
+    },
+    "cpu_fast": {
+        "init_filters": 8,
+        "norm": "batch",
+        "learning_rate": 3.0e-3,
+        "batch_size": 1,
+        "samples_per_image": 2,
+        "channels_last": True,
+    },
+}
+AUTO_RECIPE = {"cpu": "cpu_fast"}  # any other device type: standard
+NORM_LAYERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "group": ("GROUP", {"num_groups": 8}),
+    "instance": ("INSTANCE", {}),
+    "batch": ("BATCH", {}),
+}
+
+
+def recipe_name(recipe: str | None, device: torch.device | str) -> str:
+    """The recipe ``recipe`` names; ``auto`` (or None): ``cpu_fast`` on a CPU, ``standard`` otherwise.
+
+    Raises:
+        ValueError: an unknown name, listing the known ones.
+    """
+    name = "auto" if recipe is None else str(recipe).strip().lower()
+    if name == "auto":
+        return AUTO_RECIPE.get(torch.device(device).type, "standard")
+    if name not in RECIPE_SETTINGS:
+        raise ValueError(f"recipe must be auto, {' or '.join(RECIPE_SETTINGS)}; got {recipe!r}.")
+    return name
+
+
+def recipe_settings(recipe: str | None, device: torch.device | str) -> dict[str, Any]:
+    """The settings of :func:`recipe_name`'s recipe, with its name under ``name``."""
+    name = recipe_name(recipe, device)
+    return {"name": name, **RECIPE_SETTINGS[name]}
+
+
+def norm_layer(norm: str | tuple | list) -> tuple[str, dict[str, Any]] | tuple | list:
+    """MONAI's layer spec for a normalisation name (``group``, ``instance``, ``batch``); a spec that is
+    already a tuple or list passes through unchanged.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if isinstance(norm, (tuple, list)):
+        return norm
+    key = str(norm).strip().lower()
+    if key not in NORM_LAYERS:
+        raise ValueError(f"norm must be one of {', '.join(NORM_LAYERS)}; got {norm!r}.")
+    return NORM_LAYERS[key]
+
+
+def norm_name(spec: str | tuple | list) -> str:
+    """The name (``group``, ``instance``, ``batch``, or MONAI's own lower-cased) of a layer spec."""
+    name = spec[0] if isinstance(spec, (tuple, list)) else spec
+    return str(name).strip().lower()
+
+
+def norm_of_weights(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """``batch`` when the weights hold batch-norm running statistics, else None (group and instance
+    norm leave the same names and shapes, so the weights cannot tell them apart)."""
+    return "batch" if any(name.endswith("running_mean") for name in state_dict) else None
+
+
+def place_network(network: torch.nn.Module, device: torch.device | str, channels_last: bool) -> torch.nn.Module:
+    """``network`` on ``device``, its weights in channels-last memory when ``channels_last`` (the same
+    values; oneDNN and cuDNN then choose their fast 3D convolution kernels)."""
+    if switch(channels_last, "channels_last"):
+        return network.to(device=device, memory_format=torch.channels_last_3d)
+    return network.to(device)

@@ -1,0 +1,444 @@
+"""Recipes, tasks and one time-budgeted training run, for ``scripts/bench_learning.py`` (benchmark-only code).
+
+A *recipe* is everything but the data: network, normalisation, optimiser, learning-rate schedule, patches
+per step, patch sampling, loss, memory format and autocast. ``bundle`` is read from the bundle's
+``train.yaml`` at run time (so the benchmark always measures the shipped default); the others are
+named variants, each one change away from a reference point, listed in ``RECIPES``.
+
+A run trains on a wall-clock budget (training time only: the clock stops while the held-out volumes
+are evaluated) and records loss and held-out Dice every ``eval_seconds`` and at a fixed step count, so
+both "Dice against minutes" and "Dice against steps" come out of one run. Cosine schedules are planned
+over the steps the budget allows, estimated from the first steps' speed (what a user does when choosing
+epochs for a time budget).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imbalance_phantoms import random_flips
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training settings, data excluded."""
+
+    network: str = "segresnet"  # segresnet | segresnetds | unet (the minimal MONAI script's)
+    init_filters: int = 16
+    blocks_down: tuple[int, ...] = (1, 2, 2, 4)
+    norm: str = "group"  # group | instance | batch
+    deep_supervision: bool = False  # segresnetds only: the loss at each scale (gdlseg DeepSupervisionLoss)
+    optimizer: str = "adamw"  # adamw | adam | sgd (nnU-Net's: momentum 0.99, Nesterov)
+    learning_rate: float = 2e-4
+    schedule: str = "warmup_cosine"  # warmup_cosine | constant | poly (nnU-Net)
+    patches: int = 4  # patches per step
+    sampling: str = "classes"  # classes (RandCropByLabelClasses, equal ratios) | posneg (RandCropByPosNegLabel 1:1)
+    loss: str = "gdl_ce"  # gdl_ce (the bundle's) | dicece (MONAI DiceCELoss)
+    channels_last: bool = False
+    bf16: bool = False  # CPU autocast to bfloat16
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+def bundle_recipe() -> Recipe:
+    """The recipe ``bundles/segresnet_gdl/configs/train.yaml`` trains with on CPU (its defaults resolved)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "segresnet_gdl" / "configs" / "train.yaml"))
+    parser["device"] = "$torch.device('cpu')"
+
+    def value(key: str) -> object:
+        return parser.get_parsed_content(key) if key in parser else None
+
+    preset = value("recipe_settings") or {}
+    target = parser.get("network_def")["_target_"].rsplit(".", 1)[-1].lower()
+    network = "segresnetds" if target == "segresnetds" else "segresnet"
+    norm = value("network_def#norm") or "group"
+    norm = norm[0] if isinstance(norm, (list, tuple)) else norm
+    return Recipe(
+        network=network,
+        init_filters=int(value("network_def#init_filters")),
+        blocks_down=tuple(value("network_def#blocks_down")),
+        norm=str(norm).lower(),
+        deep_supervision=bool(preset.get("deep_supervision", False)),
+        optimizer=parser.get("optimizer")["_target_"].rsplit(".", 1)[-1].lower(),
+        learning_rate=float(value("learning_rate")),
+        schedule="warmup_cosine",
+        patches=int(value("batch_size")) * int(value("samples_per_image")),
+        sampling="classes",
+        loss="gdl_ce",
+        channels_last=bool(preset.get("channels_last", False)),
+    )
+
+
+PREVIOUS_DEFAULT = Recipe()  # v0.3.0's train.yaml: SegResNet 16 filters, AdamW 2e-4, 2 × 2 patches
+UNET_BASELINE = Recipe(
+    network="unet",
+    init_filters=8,
+    norm="instance",
+    optimizer="adam",
+    learning_rate=3e-3,
+    schedule="constant",
+    patches=2,
+    sampling="posneg",
+    loss="dicece",
+)
+_FAST = Recipe(init_filters=8, learning_rate=3e-3, patches=2, optimizer="adam", channels_last=True)
+RECIPES: dict[str, Recipe | None] = {
+    "bundle": None,  # resolved by bundle_recipe()
+    "previous_default": PREVIOUS_DEFAULT,
+    "unet_baseline": UNET_BASELINE,
+    "unet_baseline_channels_last": replace(UNET_BASELINE, channels_last=True),
+    # one change at a time from the previous default
+    "lr_3e-3": replace(PREVIOUS_DEFAULT, learning_rate=3e-3),
+    "filters_8": replace(PREVIOUS_DEFAULT, init_filters=8),
+    "filters_8_lr_3e-3": replace(PREVIOUS_DEFAULT, init_filters=8, learning_rate=3e-3),
+    "channels_last": replace(PREVIOUS_DEFAULT, channels_last=True),
+    "bf16": replace(PREVIOUS_DEFAULT, bf16=True),
+    # one change at a time from a fast SegResNet (8 filters, Adam 3e-3, 2 patches, channels-last)
+    "fast": _FAST,
+    "fast_instance_norm": replace(_FAST, norm="instance"),
+    "fast_batch_norm": replace(_FAST, norm="batch"),
+    "fast_blocks_1111": replace(_FAST, blocks_down=(1, 1, 1, 1)),
+    "fast_constant_lr": replace(_FAST, schedule="constant"),
+    "fast_adamw": replace(_FAST, optimizer="adamw"),
+    "fast_sgd": replace(_FAST, optimizer="sgd", learning_rate=1e-2, schedule="poly"),
+    "fast_4_patches": replace(_FAST, patches=4),
+    "fast_posneg": replace(_FAST, sampling="posneg"),
+    "fast_dicece": replace(_FAST, loss="dicece"),
+    "fast_ds": replace(_FAST, network="segresnetds", deep_supervision=True),
+    "fast_ds_off": replace(_FAST, network="segresnetds", deep_supervision=False),
+    "fast_16_filters": replace(_FAST, init_filters=16),
+    # candidates for the bundle's CPU preset (AdamW as the bundle's optimiser), one per normalisation
+    "cpu_fast_batch_norm": replace(_FAST, optimizer="adamw", norm="batch"),
+    "cpu_fast_group_norm": replace(_FAST, optimizer="adamw", norm="group"),
+    "cpu_fast_instance_norm": replace(_FAST, optimizer="adamw", norm="instance"),
+}
+
+
+def resolve_recipe(name: str) -> Recipe:
+    """The recipe called ``name`` (``bundle``: read from train.yaml now).
+
+    Raises:
+        ValueError: an unknown name, listing the known ones.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}.")
+    return bundle_recipe() if RECIPES[name] is None else RECIPES[name]
+
+
+# --- tasks ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Task:
+    """Training and held-out volumes: lists of ``(1, X, Y, Z)`` float32 images in [0, 1] and int64 labels."""
+
+    name: str
+    class_names: list[str]
+    patch: tuple[int, int, int]
+    train_images: list[np.ndarray]
+    train_labels: list[np.ndarray]
+    test_images: list[np.ndarray]
+    test_labels: list[np.ndarray]
+
+
+@lru_cache(maxsize=2)
+def load_task(name: str, real_ct: str | None = None) -> Task:
+    """``organs``: the imbalance phantoms (12 training, 4 held-out 64³ volumes, 48³ patches);
+    ``ct``: the two real CTs of ``scripts/prepare_totalseg_reference.py`` at 3 mm, trained on one subject and
+    tested on the other, 64 × 64 × 32 patches."""
+    if name == "organs":
+        from imbalance_phantoms import build_task
+
+        task = build_task("organs", 64, 12, 4, 0)
+        return Task(
+            "organs",
+            task.class_names,
+            (48, 48, 48),
+            list(task.train_images),
+            list(task.train_labels),
+            list(task.test_images),
+            list(task.test_labels),
+        )
+    if name == "ct":
+        if real_ct is None:
+            raise ValueError("task 'ct' needs --real-ct (the folder scripts/prepare_totalseg_reference.py wrote).")
+        return _real_ct_task(Path(real_ct))
+    raise ValueError(f"unknown task {name!r}: expected organs or ct.")
+
+
+def _real_ct_task(folder: Path) -> Task:
+    import json
+
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, ScaleIntensityRanged, Spacingd
+
+    dataset = json.loads((folder / "dataset.json").read_text())
+    class_names = [dataset["labels"][str(index)] for index in range(len(dataset["labels"]))]
+    load = Compose(
+        [
+            LoadImaged(keys=["image", "label"], image_only=True),
+            EnsureChannelFirstd(keys=["image", "label"]),
+            Orientationd(keys=["image", "label"], axcodes="RAS", labels=None),
+            Spacingd(keys=["image", "label"], pixdim=(3.0, 3.0, 3.0), mode=("bilinear", "nearest")),
+            ScaleIntensityRanged(keys="image", a_min=-200, a_max=300, b_min=0.0, b_max=1.0, clip=True),
+        ]
+    )
+
+    def cases(split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        loaded = [load({key: str(folder / entry[key]) for key in ("image", "label")}) for entry in dataset[split]]
+        images = [np.asarray(case["image"], dtype=np.float32) for case in loaded]
+        return images, [np.asarray(case["label"]).round().astype(np.int64) for case in loaded]
+
+    train_images, train_labels = cases("training")
+    test_images, test_labels = cases("validation")
+    return Task("ct", class_names, (64, 64, 32), train_images, train_labels, test_images, test_labels)
+
+
+class PatchSampler:
+    """Random patches with flips on all three axes; volumes smaller than the patch are zero-padded.
+
+    ``classes``: centred on a voxel of a class drawn uniformly among those present in the case (MONAI
+    ``RandCropByLabelClassesd``, equal ratios: the bundle's); ``posneg``: centred on a foreground or a
+    background voxel with equal odds (``RandCropByPosNegLabeld``, pos = neg = 1: MONAI's tutorials)."""
+
+    def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], patch: tuple[int, ...], mode: str) -> None:
+        if mode not in ("classes", "posneg"):
+            raise ValueError(f"sampling must be classes or posneg, got {mode!r}.")
+        self.patch, self.mode = np.array(patch), mode
+        self.images = [self._pad(image) for image in images]
+        self.labels = [self._pad(label) for label in labels]
+        self.voxels = []
+        for label in self.labels:
+            flat = label[0].ravel()
+            if mode == "classes":
+                self.voxels.append([v for v in (np.flatnonzero(flat == c) for c in np.unique(flat)) if v.size])
+            else:
+                self.voxels.append([np.flatnonzero(flat > 0), np.flatnonzero(flat == 0)])
+
+    def _pad(self, volume: np.ndarray) -> np.ndarray:
+        missing = np.maximum(self.patch - np.array(volume.shape[1:]), 0)
+        return np.pad(volume, [(0, 0)] + [(m // 2, m - m // 2) for m in missing])
+
+    def batch(self, rng: np.random.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = [], []
+        for _ in range(size):
+            case = int(rng.integers(len(self.images)))
+            shape = np.array(self.labels[case].shape[1:])
+            groups = [group for group in self.voxels[case] if group.size]
+            voxels = groups[rng.integers(len(groups))]
+            centre = np.array(np.unravel_index(voxels[rng.integers(voxels.size)], tuple(shape)))
+            corner = np.clip(centre - self.patch // 2, 0, shape - self.patch)
+            window = (slice(None), *(slice(c, c + p) for c, p in zip(corner, self.patch)))
+            image, label = random_flips(rng, self.images[case][window], self.labels[case][window])
+            images.append(image)
+            labels.append(label)
+        return torch.from_numpy(np.ascontiguousarray(np.stack(images))), torch.from_numpy(np.stack(labels).copy())
+
+
+# --- network, loss, optimiser -------------------------------------------------------------------------
+
+
+def build_network(recipe: Recipe, num_classes: int) -> torch.nn.Module:
+    """The recipe's network for one input channel and ``num_classes`` outputs (logits; a list of them,
+    finest first, for SegResNetDS with deep supervision)."""
+    from monai.networks.nets import SegResNet, SegResNetDS, UNet
+
+    norm = {"group": ("group", {"num_groups": 8}), "instance": "instance", "batch": "batch"}[recipe.norm]
+    if recipe.network == "unet":
+        channels = tuple(recipe.init_filters * 2**level for level in range(4))
+        return UNet(3, 1, num_classes, channels, (2, 2, 2), num_res_units=1)
+    if recipe.network == "segresnetds":
+        return SegResNetDS(
+            3,
+            recipe.init_filters,
+            1,
+            num_classes,
+            blocks_down=recipe.blocks_down,
+            norm=norm,
+            dsdepth=4 if recipe.deep_supervision else 1,
+        )
+    blocks_up = (1,) * (len(recipe.blocks_down) - 1)
+    return SegResNet(
+        3, recipe.init_filters, 1, num_classes, blocks_down=recipe.blocks_down, blocks_up=blocks_up, norm=norm
+    )
+
+
+def build_loss(recipe: Recipe, train_labels: list[np.ndarray], num_classes: int) -> torch.nn.Module:
+    """``gdl_ce``: the bundle's loss (square GDL, auto class weights from the training labels, + 1·CE);
+    ``dicece``: MONAI's DiceCELoss; wrapped in DeepSupervisionLoss when the recipe supervises every scale."""
+    from monai.losses import DiceCELoss
+
+    from gdlseg.data.class_weights import volume_class_weights
+    from gdlseg.losses import GeneralizedDiceCELoss
+    from gdlseg.losses.deep_supervision import DeepSupervisionLoss
+
+    if recipe.loss == "dicece":
+        loss = DiceCELoss(to_onehot_y=True, softmax=True)
+    else:
+        volumes = sum(np.bincount(label.ravel(), minlength=num_classes) for label in train_labels)
+        loss = GeneralizedDiceCELoss(
+            softmax=True,
+            to_onehot_y=True,
+            include_background=False,
+            w_type="square",
+            batch=True,
+            class_weights=volume_class_weights(volumes, max_ratio=10.0),
+            lambda_gdl=1.0,
+            lambda_ce=1.0,
+        )
+    return DeepSupervisionLoss(loss) if recipe.deep_supervision else loss
+
+
+def build_optimizer(recipe: Recipe, network: torch.nn.Module) -> torch.optim.Optimizer:
+    """Adam, AdamW (weight decay 1e-5, the bundle's) or SGD (nnU-Net's: momentum 0.99, Nesterov, 3e-5)."""
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(network.parameters(), lr=recipe.learning_rate)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(network.parameters(), lr=recipe.learning_rate, weight_decay=1e-5)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(
+            network.parameters(), lr=recipe.learning_rate, momentum=0.99, nesterov=True, weight_decay=3e-5
+        )
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}.")
+
+
+def learning_rate_factor(schedule: str, step: int, planned: int) -> float:
+    """``warmup_cosine``: linear warm-up over 5 % of the planned steps then cosine to 0 (the bundle's
+    WarmupCosineSchedule, one epoch of warm-up); ``poly``: (1 − step/planned)^0.9 (nnU-Net);
+    ``constant``: 1. Past the planned steps the factor stays at its last value."""
+    step = min(step, planned)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "poly":
+        return max(1.0 - step / planned, 0.0) ** 0.9
+    warmup = max(1, planned // 20)
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, planned - warmup)))
+
+
+@torch.inference_mode()
+def held_out_dice(network: torch.nn.Module, task: Task, recipe: Recipe) -> np.ndarray:
+    """``(cases, C)`` Dice of the argmax on whole held-out volumes (sliding windows of the training
+    patch, overlap 0.25, Gaussian blending: the bundle's validation); NaN where a class is absent from
+    both prediction and reference."""
+    from monai.inferers import sliding_window_inference
+
+    from gdlseg.evaluation.dice import dice_per_class
+
+    network.eval()
+    scores = []
+    for image, label in zip(task.test_images, task.test_labels):
+        batch = torch.from_numpy(image[None])
+        if recipe.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last_3d)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
+            logits = sliding_window_inference(batch, task.patch, 2, network, overlap=0.25, mode="gaussian")
+        prediction = logits.float().argmax(dim=1, keepdim=True)
+        scores.append(dice_per_class(prediction, torch.from_numpy(label[None]), len(task.class_names)).numpy())
+    network.train()
+    return np.concatenate(scores)
+
+
+def run(
+    task_name: str,
+    recipe_name: str,
+    seed: int,
+    minutes: float,
+    eval_seconds: float,
+    fixed_steps: int,
+    real_ct: str | None = None,
+) -> dict:
+    """Train ``recipe_name`` on ``task_name`` for ``minutes`` of training time (at least ``fixed_steps``
+    steps); the held-out Dice curve against training minutes and steps."""
+    warnings.filterwarnings("ignore", message="Mean of empty slice")
+    torch.set_num_threads(1)
+    recipe = resolve_recipe(recipe_name)
+    task = load_task(task_name, real_ct)
+    num_classes = len(task.class_names)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    network = build_network(recipe, num_classes)
+    if recipe.channels_last:
+        network = network.to(memory_format=torch.channels_last_3d)
+    loss_function = build_loss(recipe, task.train_labels, num_classes)
+    optimizer = build_optimizer(recipe, network)
+    sampler = PatchSampler(task.train_images, task.train_labels, task.patch, recipe.sampling)
+    budget = minutes * 60.0
+    planned, step_times = None, []
+    curve, losses = [], []
+    trained, next_eval, step, diverged = 0.0, eval_seconds, 0, False
+
+    def evaluate(reason: str) -> None:
+        dice = np.nanmean(held_out_dice(network, task, recipe), axis=0)
+        recent = float(np.mean(losses[-20:])) if losses else None
+        curve.append({"minutes": trained / 60, "step": step, "reason": reason, "loss": recent, "dice": dice.tolist()})
+
+    while trained < budget or step < fixed_steps:
+        started = time.perf_counter()
+        factor = (
+            learning_rate_factor(recipe.schedule, step, planned or 10**9)
+            if planned
+            else (1.0 if recipe.schedule != "warmup_cosine" else min(1.0, (step + 1) / 20))
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = recipe.learning_rate * factor
+        images, labels = sampler.batch(rng, recipe.patches)
+        if recipe.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last_3d)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
+            outputs = network(images)
+        if isinstance(outputs, (list, tuple)):
+            outputs = [output.float() for output in outputs]
+        else:
+            outputs = outputs.float()
+        loss = loss_function(outputs, labels)
+        if not torch.isfinite(loss):
+            diverged = True
+            break
+        loss.backward()
+        optimizer.step()
+        step += 1
+        losses.append(loss.item())
+        elapsed = time.perf_counter() - started
+        trained += elapsed
+        step_times.append(elapsed)
+        if planned is None and step == 5:
+            # Plan the schedule over the steps the budget allows at the speed of steps 2–5.
+            planned = max(fixed_steps, int(budget / float(np.median(step_times[1:]))))
+        if step == fixed_steps:
+            evaluate("fixed_steps")
+        if trained >= next_eval:
+            evaluate("time")
+            next_eval += eval_seconds
+    if not diverged and (not curve or curve[-1]["step"] != step):
+        evaluate("end")
+    at_budget = [point for point in curve if point["minutes"] <= minutes + eval_seconds / 60]
+    final = at_budget[-1] if at_budget else curve[-1]
+    at_steps = next((point for point in curve if point["step"] == fixed_steps), None)
+    return {
+        "task": task_name,
+        "recipe": recipe_name,
+        "settings": {key: value for key, value in asdict(recipe).items() if key != "extra"},
+        "class_names": task.class_names,
+        "seed": seed,
+        "diverged": diverged,
+        "steps": step,
+        "seconds_per_step": float(np.median(step_times)) if step_times else None,
+        "planned_steps": planned,
+        "dice_at_budget": final["dice"] if curve else None,
+        "dice_at_fixed_steps": at_steps["dice"] if at_steps else None,
+        "curve": curve,
+    }
