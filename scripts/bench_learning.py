@@ -73,11 +73,10 @@ def run_all(args: argparse.Namespace) -> tuple[list[dict], int]:
     cache.mkdir(parents=True, exist_ok=True)
     jobs = [(task, recipe, seed) for seed in range(args.seeds) for task in args.tasks for recipe in args.recipes]
     # The bundle's default trains exactly as a listed recipe with the same settings: measure it once.
-    bundle_twin = (
-        next((name for name in args.recipes if name != "bundle" and RECIPES[name] == resolve_recipe("bundle")), None)
-        if "bundle" in args.recipes
-        else None
-    )
+    bundle_twin = None
+    if "bundle" in args.recipes:
+        default = resolve_recipe("bundle")  # reads train.yaml once
+        bundle_twin = next((name for name in args.recipes if name != "bundle" and RECIPES[name] == default), None)
     results, todo = {}, []
     for job in jobs:
         path = cache / f"{run_key(*job, args)}.json"

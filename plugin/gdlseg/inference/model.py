@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from monai.transforms import Compose, LoadImaged
 
-from gdlseg.engines.recipes import norm_layer, norm_of_weights
+from gdlseg.engines.recipes import norm_layer, norm_of_weights, place_network
 from gdlseg.tracking.store import RUN_RECORD, read_run_record
 from gdlseg.versions import bundle_version
 
@@ -180,6 +180,8 @@ def load_trained_model(
     parser.read_config(str(config_file))
     parser["bundle_root"] = str(bundle_root)
     overrides: dict[str, Any] = {key: record[key] for key in RECORDED_SETTINGS if key in record}
+    # models trained before recipes existed have no "norm" in their record: all used group norm
+    norm = record.get("norm") or norm_of_weights(state_dict) or "group"
     if roi_size is not None:
         overrides["roi_size"] = [int(v) for v in roi_size]
     overrides.update(
@@ -188,8 +190,7 @@ def load_trained_model(
             "class_names": names,
             "network_def#in_channels": in_channels,
             "network_def#init_filters": int(record.get("init_filters", filters)),
-            # models trained before recipes existed have no "norm" in their record: all used group norm
-            "network_def#norm": norm_layer(record.get("norm") or norm_of_weights(state_dict) or "group"),
+            "network_def#norm": norm_layer(norm),
             "io_keys": ["image"],
             "spacing_modes": ["bilinear"],
         }
@@ -208,12 +209,12 @@ def load_trained_model(
     _load_weights(network, state_dict, checkpoint)
     # Channels-last weights let oneDNN (CPU) and cuDNN pick their fast 3D convolutions; the values and
     # the state dict are unchanged (scripts/bench_infer.py measures the effect).
-    network.to(device=device, memory_format=torch.channels_last_3d).eval()
+    place_network(network, device, channels_last=True).eval()
     transforms = parser.get_parsed_content("deterministic_transforms")
     preprocessing = Compose([t for t in transforms if not isinstance(t, LoadImaged)])
     settings = {key: parser.get_parsed_content(key) for key in ("pixdim", "intensity", "ct_window")}
     settings["init_filters"] = overrides["network_def#init_filters"]
-    settings["norm"] = record.get("norm") or norm_of_weights(state_dict) or "group"
+    settings["norm"] = norm
     run_record = checkpoint.parent / RUN_RECORD
     return TrainedModel(
         network=network,
