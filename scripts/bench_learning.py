@@ -2,7 +2,7 @@
 
     python scripts/bench_learning.py [--tasks organs ct] [--recipes bundle unet_baseline …] [--seeds 3]
         [--minutes 4] [--eval-seconds 30] [--fixed-steps 150] [--real-ct data/totalseg_ref]
-        [--workers 2] [--output results/bench_learning]
+        [--workers 2] [--output results/bench_learning] [--reuse results/bench_learning.json]
 
 Every run trains one recipe (``scripts/learning_training.py``: network, normalisation, optimiser,
 schedule, patches per step, sampling, loss, channels-last, bf16) on one task with one seed for a fixed
@@ -16,7 +16,9 @@ step, positive/negative sampling). Tasks: ``organs`` (synthetic, 4 classes down 
 Writes ``<output>.json`` (every run with its curve), ``<output>.md`` (per-class Dice at the time
 budget and at the fixed step count, mean ± sd over seeds; seconds per step) and ``<output>.png``
 (mean Dice against minutes). Finished runs are kept in ``<output>_runs/``; a restarted benchmark with
-the same settings reads them back.
+the same settings reads them back; ``--reuse`` also takes the runs of an earlier ``<output>.json`` measured
+with the same budget (minutes, evaluation interval, fixed steps) instead of training them again, and
+lists them under ``reused_from`` in the new JSON.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_loss import machine_description
-from learning_training import RECIPES, resolve_recipe, run
+from learning_training import RECIPES, resolve_recipe, run, settings_record
 
 DEFAULT_RECIPES = ["bundle", "previous_default", "unet_baseline"]
+SLOWED = 1.25  # a run whose s/step exceeds its recipe's median by this factor shared the CPU with other work
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -51,6 +54,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--real-ct", type=Path, default=Path("data/totalseg_ref"))
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel, one torch thread each")
     parser.add_argument("--output", type=Path, default=Path("results/bench_learning"))
+    parser.add_argument("--reuse", type=Path, help="an earlier <output>.json whose runs of the same budget count")
     parser.add_argument("--report-from", type=Path, help="re-render an earlier <output>.json, training nothing")
     args = parser.parse_args(argv)
     if "ct" in args.tasks and args.report_from is None and not (args.real_ct / "dataset.json").is_file():
@@ -65,6 +69,30 @@ def run_key(task: str, recipe: str, seed: int, args: argparse.Namespace) -> str:
     return f"{task}_{recipe}_seed{seed}_{digest}"
 
 
+def reusable_runs(args: argparse.Namespace) -> dict[tuple[str, str, int], dict]:
+    """The runs of ``--reuse`` (an earlier output) keyed by (task, recipe, seed), if its budget equals this one's
+    and each run's recipe settings equal today's; none without ``--reuse``."""
+    if args.reuse is None:
+        return {}
+    earlier = json.loads(args.reuse.read_text())
+    budget = ("minutes", "eval_seconds", "fixed_steps")
+    if [earlier["settings"][key] for key in budget] != [getattr(args, key) for key in budget]:
+        raise SystemExit(f"--reuse {args.reuse}: measured with another budget ({earlier['settings']}); not reused.")
+    return {
+        (run["task"], run["recipe"], run["seed"]): run
+        for run in earlier["runs"]
+        if "same_as" not in run
+        and run["recipe"] in RECIPES
+        and run["recipe"] != "bundle"
+        and run["settings"] == settings_record(RECIPES[run["recipe"]])
+    }
+
+
+def reuse_record(path: Path) -> dict:
+    """Where reused runs come from: the earlier output and the machine that measured them."""
+    return {"output": str(path), "machine": json.loads(path.read_text())["machine"]}
+
+
 def run_all(args: argparse.Namespace) -> tuple[list[dict], int]:
     """Every (task, recipe, seed) run, and how many of them were read back from ``<output>_runs/``."""
     from gdlseg.data.atomic import write_json_atomically
@@ -77,6 +105,7 @@ def run_all(args: argparse.Namespace) -> tuple[list[dict], int]:
     if "bundle" in args.recipes:
         default = resolve_recipe("bundle")  # reads train.yaml once
         bundle_twin = next((name for name in args.recipes if name != "bundle" and RECIPES[name] == default), None)
+    reusable = reusable_runs(args)
     results, todo = {}, []
     for job in jobs:
         path = cache / f"{run_key(*job, args)}.json"
@@ -84,6 +113,8 @@ def run_all(args: argparse.Namespace) -> tuple[list[dict], int]:
             continue
         if path.is_file() and job[1] != "bundle":  # the bundle's default may have changed since
             results[job] = json.loads(path.read_text())
+        elif job in reusable and job[1] != "bundle":
+            results[job] = reusable[job]
         else:
             todo.append(job)
     print(f"{len(jobs)} runs, {len(jobs) - len(todo)} read back, {args.workers} workers", file=sys.stderr, flush=True)
@@ -123,7 +154,8 @@ def run_all(args: argparse.Namespace) -> tuple[list[dict], int]:
 
 def summarise(runs: list[dict]) -> dict:
     """Per task and recipe: mean ± sd over seeds of each class's Dice at the budget and at the fixed step
-    count, of the foreground mean, steps and seconds per step."""
+    count, of the foreground mean, the mean steps, the median seconds per step, and the seeds whose
+    steps were slower than ``SLOWED`` × that median (the machine was shared)."""
     summary: dict = {}
     for result in runs:
         summary.setdefault(result["task"], {}).setdefault(result["recipe"], []).append(result)
@@ -147,7 +179,13 @@ def summarise(runs: list[dict]) -> dict:
                 }
             entry["steps"] = float(np.mean([r["steps"] for r in results]))
             timed = [r["seconds_per_step"] for r in results if r["seconds_per_step"] is not None]
-            entry["seconds_per_step"] = float(np.mean(timed)) if timed else float("nan")
+            # the median: one run slowed by other work on the machine does not move it
+            entry["seconds_per_step"] = float(np.median(timed)) if timed else float("nan")
+            entry["slowed_seeds"] = [
+                r["seed"]
+                for r in results
+                if r["seconds_per_step"] and r["seconds_per_step"] > SLOWED * np.median(timed)
+            ]
             table[task][recipe] = entry
     return table
 
@@ -187,6 +225,14 @@ def markdown_report(output: dict) -> str:
         f"{len(output['runs']) - output.get('runs_read_back', 0)} runs trained in {output['wall_seconds'] / 60:.0f} min"
         f" of wall time, {output.get('runs_read_back', 0)} read back from an earlier start.",
     ]
+    reused = output.get("reused_from")
+    if isinstance(reused, dict):
+        machine = reused["machine"]
+        lines += [
+            "",
+            f"Runs read from `{reused['output']}` were measured there, on {machine.get('cpu', 'a CPU')} "
+            f"({machine.get('torch', '')}, {machine.get('parallel_runs', '?')} runs side by side).",
+        ]
     twins = {r["recipe"]: r["same_as"] for r in output["runs"] if r.get("same_as")}
     if twins:
         lines += [
@@ -210,6 +256,18 @@ def markdown_report(output: dict) -> str:
                     f"| {recipe} | {entry['seconds_per_step']:.2f} | {entry['steps']:.0f} | "
                     f"**{stats['foreground_mean']:.3f}** ± {stats['foreground_sd']:.3f} | " + " | ".join(cells) + " |"
                 )
+    slowed = [
+        f"{task} `{recipe}` seed {', '.join(map(str, entry['slowed_seeds']))}"
+        for task, recipes in output["summary"].items()
+        for recipe, entry in recipes.items()
+        if entry.get("slowed_seeds")
+    ]
+    if slowed:
+        lines += [
+            "",
+            f"Runs slowed by other work on the machine (s/step > {SLOWED}× their recipe's median; fewer steps "
+            "within the time budget, the Dice after the fixed steps unaffected): " + "; ".join(slowed) + ".",
+        ]
     lines += ["", "Recipes (settings of each):", ""]
     any_task = next(iter(output["summary"].values()))
     for recipe, entry in any_task.items():
@@ -274,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {**machine_description(), "torch_threads": 1, "parallel_runs": args.workers},
         "wall_seconds": time.perf_counter() - started,
         "runs_read_back": read_back,
+        "reused_from": None if args.reuse is None else reuse_record(args.reuse),
         "settings": {
             "minutes": args.minutes,
             "eval_seconds": args.eval_seconds,

@@ -94,6 +94,7 @@ UNET_BASELINE = Recipe(
     loss="dicece",
 )
 _FAST = Recipe(init_filters=8, learning_rate=3e-3, patches=2, optimizer="adam", channels_last=True)
+_CPU_FAST = replace(_FAST, optimizer="adamw", norm="batch")  # the bundle's cpu_fast recipe
 RECIPES: dict[str, Recipe | None] = {
     "bundle": None,  # resolved by bundle_recipe()
     "previous_default": PREVIOUS_DEFAULT,
@@ -120,10 +121,30 @@ RECIPES: dict[str, Recipe | None] = {
     "fast_ds_off": replace(_FAST, network="segresnetds", deep_supervision=False),
     "fast_16_filters": replace(_FAST, init_filters=16),
     # candidates for the bundle's CPU preset (AdamW as the bundle's optimiser), one per normalisation
-    "cpu_fast_batch_norm": replace(_FAST, optimizer="adamw", norm="batch"),
-    "cpu_fast_group_norm": replace(_FAST, optimizer="adamw", norm="group"),
-    "cpu_fast_instance_norm": replace(_FAST, optimizer="adamw", norm="instance"),
+    "cpu_fast_batch_norm": _CPU_FAST,
+    "cpu_fast_group_norm": replace(_CPU_FAST, norm="group"),
+    "cpu_fast_instance_norm": replace(_CPU_FAST, norm="instance"),
+    # one change at a time from the bundle's CPU preset (cpu_fast: batch norm), each lever of issue #22
+    "cpu_fast_16_filters": replace(_CPU_FAST, init_filters=16),
+    "cpu_fast_blocks_1111": replace(_CPU_FAST, blocks_down=(1, 1, 1, 1)),
+    "cpu_fast_lr_1e-3": replace(_CPU_FAST, learning_rate=1e-3),
+    "cpu_fast_constant_lr": replace(_CPU_FAST, schedule="constant"),
+    "cpu_fast_sgd": replace(_CPU_FAST, optimizer="sgd", learning_rate=1e-2, schedule="poly"),
+    "cpu_fast_4_patches": replace(_CPU_FAST, patches=4),
+    "cpu_fast_posneg": replace(_CPU_FAST, sampling="posneg"),
+    "cpu_fast_ds": replace(_CPU_FAST, network="segresnetds", deep_supervision=True),
+    "cpu_fast_no_channels_last": replace(_CPU_FAST, channels_last=False),
+    "cpu_fast_bf16": replace(_CPU_FAST, bf16=True),
 }
+
+
+def settings_record(recipe: Recipe) -> dict:
+    """The recipe's settings as a run's JSON records them (``extra`` left out, tuples as lists)."""
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in asdict(recipe).items()
+        if key != "extra"
+    }
 
 
 def resolve_recipe(name: str) -> Recipe:
@@ -431,7 +452,7 @@ def run(
     return {
         "task": task_name,
         "recipe": recipe_name,
-        "settings": {key: value for key, value in asdict(recipe).items() if key != "extra"},
+        "settings": settings_record(recipe),
         "class_names": task.class_names,
         "seed": seed,
         "diverged": diverged,

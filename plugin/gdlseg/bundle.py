@@ -14,20 +14,24 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from gdlseg.data.channel_images import ChannelFilesReader
 from gdlseg.data.checks import preflight
 from gdlseg.data.class_weights import class_volumes, resolve_class_weights
 from gdlseg.data.datalist import (
     datalist_fingerprint,
+    dataset_channel_names,
+    dataset_channels,
     inference_inputs,
     prediction_subject,
     require_unique_case_names,
     require_validation_case_per_process,
+    segmentable_cases,
     split_datalist,
 )
-from gdlseg.data.readers import SimpleITKReader
 from gdlseg.engines.budget import training_epochs, validation_interval
 from gdlseg.engines.checkpoints import entries_to_resume, require_outside_bundle, resume_checkpoint
 from gdlseg.engines.loss_schedule import weight_range
+from gdlseg.engines.plan import plan_files, planned_settings
 from gdlseg.engines.recipes import norm_layer, norm_name, place_network, recipe_settings
 from gdlseg.inference.model import read_training_record
 from gdlseg.settings import switch
@@ -35,9 +39,11 @@ from gdlseg.tracking.params import module_hyperparameters, optimizer_hyperparame
 from gdlseg.tracking.store import default_tracking_uri
 
 __all__ = [
-    "SimpleITKReader",
+    "ChannelFilesReader",
     "class_volumes",
     "datalist_fingerprint",
+    "dataset_channel_names",
+    "dataset_channels",
     "default_tracking_uri",
     "entries_to_resume",
     "inference_checkpoint",
@@ -47,6 +53,8 @@ __all__ = [
     "norm_name",
     "optimizer_hyperparameters",
     "place_network",
+    "plan_files",
+    "planned_settings",
     "prediction_subject",
     "preflight",
     "read_training_record",
@@ -57,6 +65,7 @@ __all__ = [
     "resolve_class_weights",
     "resume_checkpoint",
     "scheduler_hyperparameters",
+    "segmentable_cases",
     "split_datalist",
     "switch",
     "trained_setting",

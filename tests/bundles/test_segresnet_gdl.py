@@ -77,6 +77,7 @@ def test_training_writes_checkpoints_outside_the_bundle(trained, bundle):
     assert checkpoint_epoch(models / "checkpoint_final.pt") == 2
     record = json.loads((models / "training.json").read_text())
     assert record["class_names"] == ["background", *CLASSES] and record["num_classes"] == 4
+    assert record["in_channels"] == 1 and record["channel_names"] == ["CT"]  # one channel, as before
     assert len(record["class_weights"]) == 4
     assert bundle_files(bundle) == bundle_files(Path(__file__).resolve().parents[2] / "bundles" / "segresnet_gdl")
 

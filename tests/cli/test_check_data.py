@@ -10,6 +10,7 @@ import pytest
 from gdlseg.cli.main import main
 from gdlseg.data.synthetic import write_dataset
 from tests.cli.test_main import gdlseg_command
+from tests.data.channels import write_channel_dataset
 
 
 @pytest.fixture
@@ -59,3 +60,20 @@ def test_missing_datalist_and_dataset(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "datalist: datalist dataset.json does not exist"
     assert main(["check-data", str(tmp_path / "nowhere"), "--num-classes", "2"]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_every_channel_is_checked_and_named(tmp_path, capsys):
+    data = tmp_path / "channels"
+    write_channel_dataset(data, "files", training=2, test=0)
+    assert main(["check-data", str(data), "--intensity", "ct", "mr"]) == 0
+    channel = data / "imagesTr" / "case_001_0001.nii.gz"
+    image = nib.load(channel)
+    moved = image.affine.copy()
+    moved[:3, 3] += [0.0, 0.0, 4.0]
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), moved), channel)
+    capsys.readouterr()
+    assert main(["check-data", str(data), "--intensity", "ct", "mr", "mr"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("settings: intensity lists 3 presets ['ct', 'mr', 'mr'] for 2 image channel(s)")
+    assert out[1].startswith("case_001: image channel 1 (T2) case_001_0001.nii.gz: not on channel 0's grid: origin")
+    assert len(out) == 2 and str(data) not in "\n".join(out)

@@ -62,3 +62,19 @@ def test_export_refuses_a_missing_folder_and_a_foreign_checkpoint(checkpoint, tm
     )
     assert code == 1 and "other.pt does not fit the bundle's network" in capsys.readouterr().err
     assert not (tmp_path / "m.ts").exists()
+
+
+def test_a_two_channel_network_is_exported_with_its_channels(tmp_path, capsys):
+    checkpoint = write_checkpoint(tmp_path / "model", channel_names=["CT", "T2"])
+    exported = tmp_path / "model.ts"
+    assert main(["export", "--ckpt", str(checkpoint), "--format", "torchscript", "--output", str(exported)]) == 0
+    sidecar = json.loads((tmp_path / "model.ts.json").read_text())
+    assert sidecar["input"]["channels"] == 2 and sidecar["input"]["channel_names"] == ["CT", "T2"]
+    assert sidecar["input"]["shape"][:2] == ["batch", 2] and sidecar["preprocessing"]["intensity"] == ["ct", "mr"]
+    with torch.no_grad():
+        assert torch.jit.load(str(exported))(torch.rand(1, 2, 16, 16, 16)).shape == (1, 4, 16, 16, 16)
+    # a record that disagrees with the weights is refused, naming both
+    record = json.loads((checkpoint.parent / "training.json").read_text())
+    (checkpoint.parent / "training.json").write_text(json.dumps({**record, "in_channels": 3}))
+    assert main(["export", "--ckpt", str(checkpoint), "--format", "torchscript", "--output", str(exported)]) == 1
+    assert "takes 2 image channel(s) but its training.json says in_channels=3" in capsys.readouterr().err

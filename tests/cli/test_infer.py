@@ -1,5 +1,6 @@
 """``gdlseg infer`` end to end through the console script, on tiny scans and a tiny checkpoint."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from monai.networks.nets import UNet
 from gdlseg.cli.main import main
 from tests.cli.test_main import gdlseg_command
 from tests.cli.training_records import record_a_finished_training
+from tests.data.channels import write_channel_dataset
 from tests.data.dicom import write_dicom_series
 from tests.inference.checkpoints import write_checkpoint
 from tests.inference.scans import box_volume, write_geometry_cases
@@ -217,3 +219,16 @@ def test_a_bad_model_uri_is_a_usage_error(scans, tmp_path, capsys, monkeypatch, 
     code, stderr = infer_in_process(capsys, *arguments, "--input", scans["lps"], "--output", tmp_path / "o")
     assert code == 2 and f"--model {arguments[1]}" in stderr and message in stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_datalist_of_channel_lists_is_segmented_with_every_channel_hashed(tmp_path):
+    data, output = tmp_path / "data", tmp_path / "out"
+    write_channel_dataset(data, "files", training=1, test=1)
+    checkpoint = write_checkpoint(tmp_path / "model", channel_names=["CT", "T2"])
+    arguments = ["--input", data / "dataset.json", "--dataset-dir", data, "--output", output, "--no-tracking"]
+    assert main(["infer", "--ckpt", str(checkpoint), *map(str, arguments)]) == 0
+    provenance = json.loads((output / "case_001_seg.json").read_text())
+    channels = [data / "imagesTs" / f"case_001_{channel:04d}.nii.gz" for channel in (0, 1)]
+    assert provenance["input"]["channel_sha256"] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in channels]
+    assert provenance["channels"] == {"count": 2, "names": ["CT", "T2"]}
+    assert sitk.ReadImage(str(output / "case_001_seg.nii.gz")).GetSize() == sitk.ReadImage(str(channels[0])).GetSize()

@@ -1,6 +1,7 @@
 """``gdlseg train``: the wrapper runs the real bundle and maps its options to bundle IDs."""
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -29,7 +30,8 @@ def test_train_runs_the_bundle_and_tracks_one_finished_run(dataset, tmp_path):
     output = tmp_path / "run"
     result = gdlseg(
         "train", "--dataset", str(dataset), "--output", str(output), "--epochs", "1", "--lambda-ce", "0.5", "0.2",
-        "--classes", "background", "organ", "vessel", "lesion", "--run-name", "wrapped", *TINY, *TINY_SETS,
+        "--tversky", "0.3", "0.7", "--focal-exponent", "0.75", "--classes", "background", "organ", "vessel", "lesion",
+        "--run-name", "wrapped", *TINY, *TINY_SETS,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     assert "-m monai.bundle run" in result.stderr  # the equivalent bundle command is shown for reproducibility
@@ -42,6 +44,45 @@ def test_train_runs_the_bundle_and_tracks_one_finished_run(dataset, tmp_path):
     assert float(run.data.params["loss.lambda_ce"]) == 0.5
     assert json.loads(run.data.params["loss_schedule.lambda_ce"]) == [0.5, 0.2]
     assert run.data.params["max_epochs"] == "1"
+    levers = {key: float(run.data.params[f"loss.generalized_dice.{key}"]) for key in ("tversky_alpha", "tversky_beta")}
+    assert levers == {"tversky_alpha": 0.3, "tversky_beta": 0.7}
+    assert float(run.data.params["loss.generalized_dice.focal_exponent"]) == 0.75
+
+
+def test_a_plan_sets_the_defaults_an_explicit_option_wins_and_the_run_records_it(dataset, tmp_path):
+    plan_file = tmp_path / "plan.json"
+    planned = gdlseg("plan", str(dataset), "--output", str(plan_file), "--device", "cpu", "--memory-gb", "16")
+    assert planned.returncode == 0, planned.stderr[-4000:]
+    plan = json.loads(plan_file.read_text())
+    assert plan["settings"]["roi_size"] == [32, 32, 24]  # the phantoms' shape at their own spacing
+    output = tmp_path / "run"
+    arguments = ["--plan", str(plan_file), "--epochs", "1", "--roi-size", "32", "32", "16", *TINY_SETS]
+    result = gdlseg("train", "--dataset", str(dataset), "--output", str(output), *arguments)
+    assert result.returncode == 0, result.stderr[-4000:]
+    record = json.loads((output / "models" / "training.json").read_text())
+    assert record["roi_size"] == [32, 32, 16]  # the explicit option wins
+    assert record["pixdim"] == plan["settings"]["pixdim"] and record["intensity"] == "ct"  # the plan's
+    client = MlflowClient(f"sqlite:///{output / 'mlflow' / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("gdlseg").experiment_id])
+    assert json.loads(run.data.params["plan.roi_size"]) == [32, 32, 24]
+    assert (
+        run.data.params["plan.max_epochs"] == str(plan["settings"]["max_epochs"])
+        and run.data.params["max_epochs"] == "1"
+    )
+    assert "plan.json" in {item.path for item in client.list_artifacts(run.info.run_id)}
+
+
+def test_a_plan_for_other_data_stops_before_anything_is_written(dataset, tmp_path):
+    plan_file = tmp_path / "plan.json"
+    assert gdlseg("plan", str(dataset), "--output", str(plan_file), "--memory-gb", "16").returncode == 0
+    plan = json.loads(plan_file.read_text())
+    plan.update(num_classes=3, class_names=["background", "organ", "lesion"])
+    plan_file.write_text(json.dumps(plan))
+    output = tmp_path / "run"
+    result = gdlseg("train", "--dataset", str(dataset), "--output", str(output), "--plan", str(plan_file), *TINY_SETS)
+    assert result.returncode != 0
+    assert "plan plan.json: made for 3 classes (background, organ, lesion), but the dataset has 4" in result.stderr
+    assert not (output / "models").exists() and not (output / "mlflow").exists()
 
 
 def test_dry_run_prints_the_torchrun_command_for_several_processes(dataset, tmp_path):
@@ -64,6 +105,10 @@ def test_dry_run_prints_the_torchrun_command_for_several_processes(dataset, tmp_
         (["--max-minutes", "0"], "--max-minutes must be a positive number of minutes, got 0"),
         (["--early-stopping-patience", "0"], "--early-stopping-patience must be at least 1, got 0"),
         (["--recipe", "gpu_fast"], "invalid choice: 'gpu_fast'"),
+        (["--tversky", "0", "0"], "--tversky takes two finite weights >= 0, not both 0"),
+        (["--tversky", "-0.2", "0.7"], "--tversky takes two finite weights >= 0"),
+        (["--focal-exponent", "0"], "--focal-exponent must be a number > 0 (1: off), got 0"),
+        (["--plan", "missing.json"], "--plan missing.json: no such file"),
     ],
 )
 def test_bad_options_are_usage_errors(dataset, tmp_path, arguments, message):
@@ -97,3 +142,15 @@ def test_a_failing_training_exits_1(tmp_path):
     result = gdlseg("train", "--dataset", str(empty), "--output", str(tmp_path / "out"), "--epochs", "1")
     assert result.returncode == 1 and "the training failed" in result.stderr
     assert not (tmp_path / "out" / "models" / "model.pt").exists()
+
+
+def test_the_channel_options_become_bundle_ids(dataset, tmp_path):
+    arguments = ["--intensity", "mr", "ct", "--in-channels", "2", "--dry-run"]
+    result = gdlseg("train", "--dataset", str(dataset), "--output", str(tmp_path), *arguments)
+    assert result.returncode == 0, result.stderr
+    command = shlex.split(result.stderr.strip().splitlines()[-1])
+    assert command[command.index("--intensity") + 1] == "['mr', 'ct']"  # one preset per channel
+    assert command[command.index("--in_channels") + 1] == "2"
+    one = gdlseg("train", "--dataset", str(dataset), "--output", str(tmp_path), "--intensity", "mr", "--dry-run")
+    command = shlex.split(one.stderr.strip().splitlines()[-1])
+    assert command[command.index("--intensity") + 1] == "mr"  # one preset: for every channel, as before

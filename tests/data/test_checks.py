@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from gdlseg.data.channel_checks import ChannelSettings
 from gdlseg.data.checks import (
     DatasetError,
     Problem,
@@ -18,6 +19,7 @@ from gdlseg.data.checks import (
 )
 from gdlseg.data.synthetic import write_dataset
 
+from .channels import write_channel_dataset
 from .dicom import write_dicom_series
 
 SHAPE = (16, 16, 12)
@@ -133,7 +135,10 @@ def test_nan_and_inf_intensities(dataset):
     "shape, message",
     [
         ((16, 16), "is 2D (shape (16, 16)); training needs a 3D scan (one channel)"),
-        ((16, 16, 12, 3), "is 4D (shape (16, 16, 12, 3)); training needs a 3D scan (one channel)"),
+        (
+            (16, 16, 12, 3, 2),
+            "is 5D (shape (16, 16, 12, 3, 2)); training needs a 3D scan, or a 4D one with the channels last",
+        ),
         ((16, 0, 12), "has a zero-size dimension (shape (16, 0, 12))"),
     ],
 )
@@ -227,3 +232,82 @@ def test_preflight_switch_reads_command_line_strings(dataset):
             preflight(value, dataset / "dataset.json", dataset, 4)
     with pytest.raises(ValueError, match="check_data must be true or false, got 'maybe'"):
         preflight("maybe", dataset / "dataset.json", dataset, 4)
+
+
+# --- 9. channels ----------------------------------------------------------------------------------
+def move_channel(root: Path, name: str, array_slice=None, scale=None, shift=None) -> None:
+    """Rewrite a channel file of :func:`write_channel_dataset` on another grid."""
+    image = nib.load(root / "imagesTr" / name)
+    array, affine = np.asarray(image.dataobj), image.affine.copy()
+    if scale is not None:
+        affine[:3, :3] = affine[:3, :3] * scale
+    if shift is not None:
+        affine[:3, 3] += shift
+    nib.save(nib.Nifti1Image(array if array_slice is None else array[array_slice], affine), root / "imagesTr" / name)
+
+
+@pytest.mark.parametrize("layout", ["files", "4d"])
+def test_a_two_channel_dataset_has_no_problem(tmp_path, layout):
+    write_channel_dataset(tmp_path, layout)
+    assert problems_of(tmp_path) == []
+    assert preflight(True, tmp_path / "dataset.json", tmp_path, 4, in_channels=2, intensity=["ct", "mr"]) == 3
+
+
+def test_a_channel_off_channel_0s_grid_is_named_with_what_differs(tmp_path):
+    write_channel_dataset(tmp_path, "files", training=3)
+    move_channel(tmp_path, "case_000_0001.nii.gz", scale=1.2)  # spacing
+    move_channel(tmp_path, "case_001_0001.nii.gz", shift=[0.0, 3.0, 0.0])  # origin
+    move_channel(tmp_path, "case_002_0001.nii.gz", array_slice=np.s_[:, :, :12])  # size
+    problems = problems_of(tmp_path)
+    assert len(problems) == 3, problems
+    spacing, origin, size = problems
+    assert spacing.startswith("case_000: image channel 1 (T2) case_000_0001.nii.gz: not on channel 0's grid: spacing")
+    assert origin.startswith("case_001: image channel 1 (T2) case_001_0001.nii.gz: not on channel 0's grid: origin")
+    assert size == (
+        "case_002: image channel 1 (T2) case_002_0001.nii.gz: not on channel 0's grid: "
+        "size (20, 20, 12) vs (20, 20, 16)"
+    )
+    assert all(str(tmp_path) not in problem for problem in problems)
+
+
+def test_a_case_with_another_channel_count_is_named(tmp_path):
+    write_channel_dataset(tmp_path, "files", training=3)
+    content = json.loads((tmp_path / "dataset.json").read_text())
+    content["training"][1]["image"] = content["training"][1]["image"][:1]
+    (tmp_path / "dataset.json").write_text(json.dumps(content))
+    assert problems_of(tmp_path) == ["case_001_0000: image: has 1 channel(s) but the dataset has 2 (CT, T2)"]
+    # without channel names: against the first case
+    content.pop("channel_names")
+    (tmp_path / "dataset.json").write_text(json.dumps(content))
+    assert problems_of(tmp_path) == ["case_001_0000: image: has 1 channel(s) but the first case (case_000) has 2"]
+
+
+def test_a_4d_image_in_a_one_channel_dataset_is_named(dataset):
+    image = np.asarray(nib.load(dataset / "imagesTr" / "phantom_001.nii.gz").dataobj)
+    replace(dataset, "imagesTr/phantom_001.nii.gz", np.stack([image, image, image], axis=-1))
+    assert problems_of(dataset) == ["phantom_001: image: has 3 channel(s) but the dataset has 1 (CT)"]
+
+
+def test_the_training_preflight_checks_the_channel_settings(tmp_path):
+    write_channel_dataset(tmp_path, "4d", training=2)
+    with pytest.raises(DatasetError, match=r"intensity lists 3 presets \['ct', 'mr', 'mr'\] for 2 image channel"):
+        preflight(False, tmp_path / "dataset.json", tmp_path, 4, in_channels=2, intensity=["ct", "mr", "mr"])
+    with pytest.raises(DatasetError) as raised:
+        preflight(True, tmp_path / "dataset.json", tmp_path, 4, in_channels=3)
+    assert [str(p) for p in raised.value.problems] == [
+        "settings: in_channels is 3 but the datalist names 2 channel(s) ['CT', 'T2']",
+        "case_000: image: has 2 channel(s) but the dataset has 3 (CT, T2)",
+        "case_001: image: has 2 channel(s) but the dataset has 3 (CT, T2)",
+    ]
+
+
+def test_an_intensity_list_is_checked_against_the_first_case_when_the_dataset_names_no_channels(tmp_path):
+    write_channel_dataset(tmp_path, "files", training=2)
+    content = json.loads((tmp_path / "dataset.json").read_text())
+    del content["channel_names"]
+    (tmp_path / "dataset.json").write_text(json.dumps(content))
+    assert problems_of(tmp_path, channels=ChannelSettings(intensity=["ct", "mr"])) == []
+    assert problems_of(tmp_path, channels=ChannelSettings(intensity=["ct", "mr", "mr"])) == [
+        "settings: intensity lists 3 presets ['ct', 'mr', 'mr'] for 2 image channel(s): give one preset for every "
+        "channel, or a single preset for all of them (2 is the first case's (case_000): the datalist names no channels)"
+    ]

@@ -2,14 +2,18 @@
 
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from gdlseg.data.datalist import (
     case_name,
+    datalist_class_count,
     datalist_fingerprint,
     inference_inputs,
     prediction_subject,
     require_unique_case_names,
+    segmentable_cases,
     split_datalist,
 )
 
@@ -112,3 +116,42 @@ def test_two_inputs_with_one_case_name_are_refused_by_name():
     assert require_unique_case_names(cases) is cases
     with pytest.raises(ValueError, match=r"case name 'a' is used by two inputs \(a.nii.gz and a.nrrd\)"):
         require_unique_case_names([*cases, {"image": "/other/a.nrrd"}])
+
+
+def test_case_names_are_checked_whatever_problem_a_case_has_and_problem_cases_are_skipped(caplog):
+    cases = [
+        {"image": ["/scans/a_0000.nii.gz", "/scans/a_0001.nii.gz"], "case": "a"},
+        {
+            "image": "/scans/b_0000.nii.gz",
+            "case": "b",
+            "problem": "b: has channel files ['_0000']; the network takes 2",
+        },
+    ]
+    assert require_unique_case_names(cases) is cases  # names only: b's problem is not its business
+    with caplog.at_level("WARNING", logger="gdlseg.data.datalist"):
+        assert segmentable_cases(cases) == cases[:1]
+    assert "b: has channel files ['_0000']" in caplog.text and "/scans" not in caplog.text
+    with pytest.raises(ValueError, match=r"no input can be segmented: b: has channel files"):
+        segmentable_cases(cases[1:])
+
+
+@pytest.mark.parametrize("channel_dim", [0, 0.0, "0", np.int64(0), np.array(0), torch.tensor(0), torch.tensor([0])])
+def test_outputs_of_stacked_channel_files_drop_the_channel_suffix_whatever_the_metadata_type(channel_dim):
+    metadata = {"filename_or_obj": "/scans/case_007_0000.nii.gz", "original_channel_dim": channel_dim}
+    assert prediction_subject(metadata)["subject"] == "case_007.nii.gz"
+
+
+@pytest.mark.parametrize("channel_dim", [None, -1, float("nan"), "no_channel", torch.tensor([0, 0]), torch.tensor(-1)])
+def test_outputs_of_one_file_keep_their_name(channel_dim):
+    metadata = {"filename_or_obj": "/scans/case_007_0000.nii.gz", "original_channel_dim": channel_dim}
+    assert prediction_subject(metadata)["subject"] == "case_007_0000.nii.gz"
+
+
+def test_class_count_needs_only_labels(tmp_path):
+    assert datalist_class_count(write(tmp_path / "labels.json", {"labels": {"0": "bg", "1": "liver"}})) == 2
+    assert datalist_class_count(write(tmp_path / "none.json", {"training": [{"image": "a", "label": "b"}]})) is None
+    assert datalist_class_count(tmp_path / "missing.json") is None
+    (tmp_path / "folder.json").mkdir()
+    assert datalist_class_count(tmp_path / "folder.json") is None
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe{")
+    assert datalist_class_count(tmp_path / "binary.json") is None

@@ -37,11 +37,13 @@ def write_checkpoint(
     run_id: str | None = None,
     full: bool = False,
     norm: str = "group",
+    channel_names: list[str] | None = None,
 ) -> Path:
     """``folder/model.pt`` (a plain state dict, or a full training checkpoint with ``full``), with the
-    ``training.json`` training writes (``record``) and an ``mlflow_run.json`` (``run_id``)."""
+    ``training.json`` training writes (``record``) and an ``mlflow_run.json`` (``run_id``); a network of
+    ``len(channel_names)`` input channels when they are given (recorded as training records them)."""
     folder.mkdir(parents=True, exist_ok=True)
-    network = segresnet(classes, filters, norm=norm)
+    network = segresnet(classes, filters, in_channels=len(channel_names) if channel_names else 1, norm=norm)
     path = folder / ("checkpoint_final.pt" if full else "model.pt")
     state = {"model": network.state_dict(), "optimizer": {"state": {}, "param_groups": []}} if full else None
     torch.save(state or network.state_dict(), path)
@@ -50,6 +52,8 @@ def write_checkpoint(
         content = {"class_names": names, "num_classes": classes, "class_weights": [1.0] * classes}
         content.update(roi_size=ROI, pixdim=[1.5, 1.5, 2.5], intensity="ct", ct_window=[-1000, 1000])
         content["init_filters"] = filters
+        if channel_names:
+            content.update(in_channels=len(channel_names), channel_names=channel_names, intensity=["ct", "mr"])
         if norm != "group":  # records written before recipes existed have no "norm": group norm
             content["norm"] = norm
         (folder / "training.json").write_text(json.dumps(content))

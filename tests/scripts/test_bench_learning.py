@@ -38,3 +38,13 @@ def test_tiny_run_writes_json_markdown_and_plot(tmp_path):
     # a second start with the same settings reads the UNet run back; the bundle's default is trained again
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert again.returncode == 0 and "2 runs, 1 read back" in again.stderr
+    # --reuse takes an earlier output's runs of the same budget (the bundle's default excepted) ...
+    reuse = [*command[:-1], str(tmp_path / "elsewhere"), "--reuse", str(tmp_path / "bench.json")]
+    reused = subprocess.run(reuse, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert reused.returncode == 0 and "2 runs, 1 read back" in reused.stderr
+    reused_from = json.loads((tmp_path / "elsewhere.json").read_text())["reused_from"]
+    assert reused_from["output"] == str(tmp_path / "bench.json") and reused_from["machine"]["torch_threads"] == 1
+    # ... and refuses one measured with another budget
+    other_budget = [*reuse[: reuse.index("--fixed-steps") + 1], "3", *reuse[reuse.index("--fixed-steps") + 2 :]]
+    refused = subprocess.run(other_budget, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert refused.returncode != 0 and "measured with another budget" in refused.stderr

@@ -2,11 +2,14 @@
 
 Reads every case of the datalist's "training" and "validation" lists as the training pipeline
 does and reports, all at once: missing, unreadable, truncated or corrupt files; DICOM folders with
-several series or irregular slices; images that are not 3D or have a zero-size dimension; image and
-label of different shapes or affines (beyond --affine-tolerance mm); NaN or infinite intensities;
-label values that are negative, not integers, or >= the number of classes; and class settings that
-disagree (--classes vs --num-classes, --class-weights). Training runs the same check before its
-first epoch (bundle setting check_data).
+several series or irregular slices; images that are not 3D (or 4D, channels last) or have a
+zero-size dimension; channel files off channel 0's grid (size, spacing, origin, direction: the
+channel is named by index and by the datalist's channel_names or modality); a channel count other
+than the datalist's channel names or the first case's; image and label of different shapes or
+affines (beyond --affine-tolerance mm); NaN or infinite intensities; label values that are
+negative, not integers, or >= the number of classes; class settings that disagree (--classes vs
+--num-classes, --class-weights); and an --intensity list whose length is not the channel count.
+Training runs the same check before its first epoch (bundle setting check_data).
 
 Each problem is one line on stdout, "<case>: <file or setting>: <what is wrong>", with case and file
 names only (no folders).
@@ -20,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -43,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--class-weights", nargs="+", metavar="W", help="'auto' or one weight per class, checked like training does"
     )
     parser.add_argument(
+        "--intensity", nargs="+", choices=("ct", "mr"), metavar="PRESET",
+        help="the intensity preset (ct or mr), or one per channel, checked against the channel count",
+    )  # fmt: skip
+    parser.add_argument(
         "--affine-tolerance", type=float, default=None, metavar="MM", help="largest image/label affine difference"
     )
     parser.set_defaults(handler=run, command="check-data")
@@ -56,14 +62,6 @@ def datalist_of(args: argparse.Namespace) -> Path:
     return args.datalist if args.datalist is not None else args.dataset / "dataset.json"
 
 
-def _datalist_class_count(datalist: Path) -> int | None:
-    try:
-        labels = json.loads(datalist.read_text()).get("labels")
-    except (OSError, ValueError, AttributeError):
-        return None  # the check itself names an unreadable datalist
-    return len(labels) if isinstance(labels, dict) and labels else None
-
-
 def _class_weights(values: list[str] | None) -> str | list[float] | None:
     if values is None or values == ["auto"]:
         return None if values is None else "auto"
@@ -74,17 +72,23 @@ def _class_weights(values: list[str] | None) -> str | list[float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gdlseg.data.checks import AFFINE_TOLERANCE, check_dataset, labelled_cases
+    from gdlseg.data.checks import AFFINE_TOLERANCE, ChannelSettings, check_dataset, labelled_cases
+    from gdlseg.data.datalist import datalist_class_count
 
     datalist = datalist_of(args)
-    num_classes = args.num_classes or (len(args.classes) if args.classes else _datalist_class_count(datalist))
+    num_classes = args.num_classes or (len(args.classes) if args.classes else datalist_class_count(datalist))
     if num_classes is None:
         raise UsageError("the number of classes is unknown: pass --classes or --num-classes (no 'labels' in datalist)")
     tolerance = AFFINE_TOLERANCE if args.affine_tolerance is None else args.affine_tolerance
     if tolerance < 0:
         raise UsageError(f"--affine-tolerance must be >= 0, got {tolerance}")
     weights = _class_weights(args.class_weights)
-    problems = check_dataset(datalist, args.dataset, num_classes, args.classes, weights, tolerance, progress=True)
+    channels = ChannelSettings(
+        intensity=args.intensity[0] if args.intensity and len(args.intensity) == 1 else args.intensity
+    )
+    problems = check_dataset(
+        datalist, args.dataset, num_classes, args.classes, weights, tolerance, progress=True, channels=channels
+    )
     for problem in problems:
         print(problem)
     cases = len(labelled_cases(datalist, args.dataset)[0])

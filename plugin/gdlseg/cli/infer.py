@@ -1,12 +1,17 @@
 """``gdlseg infer``: segment NIfTI/NRRD/MetaImage scans, DICOM series or a datalist's images.
 
+A case of several channels is a datalist entry whose "image" lists one file per channel, a 4D NIfTI
+(channels last), or, for a network of several channels, the files <case>_0000.nii.gz,
+<case>_0001.nii.gz, ... of an input folder (nnU-Net's naming); a case missing a channel fails alone.
+
 For each input, OUTPUT receives ``<case>_seg.nii.gz`` (the label map with exactly the input's size,
 spacing, origin and direction; uint8, uint16 above 256 classes), ``<case>_seg.json`` (provenance:
 input and checkpoint SHA-256, versions, device, runtime, parameters; no patient identifier) and,
 with --save-probabilities, ``<case>_probabilities.npz`` (float16). The case name is the file name
-without extension, or the folder name of a DICOM series. Files appear complete or not at all;
-inputs are never overwritten; a failed case is reported by name and the others still finish
-(exit code 1).
+without extension, or the folder name of a DICOM series (several channels: channel 0's, without
+_0000); their grid is channel 0's, and the provenance lists each channel file's SHA-256. Files
+appear complete or not at all; inputs are never overwritten; a failed case is reported by name and
+the others still finish (exit code 1).
 
 Tracking: each invocation is one MLflow run (job "infer"), tagged with the training run whose
 mlflow_run.json lies next to the checkpoint. Store: --tracking-uri, else $MLFLOW_TRACKING_URI, else
@@ -44,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--input", required=True, nargs="+", type=Path, metavar="PATH",
-        help="image files, folders of them, DICOM series folders or datalist JSON files",
+        help="image files, folders of them (<case>_0000, _0001, ...: one case of several channels), DICOM series "
+        "folders or datalist JSON files (an image may list one file per channel)",
     )  # fmt: skip
     parser.add_argument("--output", required=True, type=Path, help="folder for the label maps and provenance")
     parser.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the repository's)")
@@ -194,18 +200,16 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"no bundle at {args.bundle or '(default)'}: pass --bundle with a folder holding configs/")
     device = resolve_device(args.device)
     from gdlseg.data.datalist import inference_inputs
-
-    try:
-        cases = [Path(case["image"]) for case in inference_inputs(args.input, args.dataset_dir or ".")]
-    except ValueError as error:
-        raise UsageError(f"--input: {error}") from None
-
     from gdlseg.inference import InferenceOptions, SlidingWindowSettings, load_trained_model
     from gdlseg.inference.batch import inference_parameters
 
     model = load_trained_model(
         args.ckpt, bundle, device, num_classes=args.num_classes, class_names=args.class_names, roi_size=args.roi_size
     )
+    try:  # a network of several channels groups a folder's <case>_0000, _0001, … files by case
+        cases = inference_inputs(args.input, args.dataset_dir or ".", channels=model.in_channels)
+    except ValueError as error:
+        raise UsageError(f"--input: {error}") from None
     prepare_output_folder(args.output)
     settings = SlidingWindowSettings(
         model.roi_size, overlap=args.overlap, sw_batch_size=args.sw_batch_size, precision=args.precision, tta=args.tta
@@ -223,6 +227,8 @@ def _run(args: argparse.Namespace) -> int:
         "cases": len(cases),
         "device": str(device),
         "classes": model.class_names,
+        "in_channels": model.in_channels,
+        "channel_names": model.channel_names,
         **inference_parameters(model, options),
     }
     return _run_tracked(args, cases, model, options, params, bundle)

@@ -19,7 +19,18 @@ from collections.abc import Sequence
 from gdlseg import __version__
 from gdlseg.cli.common import EXIT_SOME_FAILED, EXIT_USAGE, UsageError
 
-SUBCOMMANDS = ("infer", "evaluate", "convert", "analyze", "check_data", "train", "export", "bundle", "replay_tracking")
+SUBCOMMANDS = (
+    "infer",
+    "evaluate",
+    "convert",
+    "analyze",
+    "plan",
+    "check_data",
+    "train",
+    "export",
+    "bundle",
+    "replay_tracking",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

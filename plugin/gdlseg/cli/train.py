@@ -9,6 +9,7 @@ without gdlseg's CLI, and runs it. Every option maps to one bundle ID; anything 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import subprocess
@@ -34,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--recipe",
         choices=("auto", "cpu_fast", "standard"),
         help="network size, normalisation, learning rate and batch (default auto: cpu_fast on CPU, standard on GPU)",
+    )
+    parser.add_argument(
+        "--plan",
+        type=Path,
+        metavar="JSON",
+        help="a plan from `gdlseg plan`: its settings are the defaults of these options",
     )
     parser.add_argument("--epochs", type=int, help="number of epochs (default: derived from the data and the device)")
     parser.add_argument(
@@ -62,9 +69,27 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-weight-ratio", type=float, help="cap on the ratio between two class weights of the GDL (default: none)"
     )
+    parser.add_argument(
+        "--tversky",
+        nargs=2,
+        type=float,
+        metavar=("ALPHA", "BETA"),
+        help="weights of the false positives and false negatives in the overlap terms (default 0.5 0.5: the Dice; "
+        "e.g. 0.3 0.7 favours recall of small structures)",
+    )
+    parser.add_argument(
+        "--focal-exponent",
+        type=float,
+        metavar="GAMMA",
+        help="raise the overlap loss to this power (Focal Tversky; default 1: off; 0.75 is Abraham & Khan's)",
+    )
     parser.add_argument("--roi-size", nargs=3, type=int, metavar=("X", "Y", "Z"), help="training patch size")
     parser.add_argument("--pixdim", nargs=3, type=float, metavar=("X", "Y", "Z"), help="voxel spacing in mm")
-    parser.add_argument("--intensity", choices=("ct", "mr"), help="intensity preset")
+    parser.add_argument(
+        "--intensity", nargs="+", choices=("ct", "mr"), metavar="PRESET",
+        help="intensity preset (ct or mr) for every channel, or one per channel (e.g. mr ct)",
+    )  # fmt: skip
+    parser.add_argument("--in-channels", type=int, help="image channels (default: from the datalist)")
     parser.add_argument("--seed", type=int, help="random seed")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite store in OUTPUT)")
     parser.add_argument("--experiment", help="MLflow experiment name")
@@ -89,6 +114,27 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
+def loss_lever_overrides(tversky: list[float] | None, focal_exponent: float | None) -> dict[str, str]:
+    """``tversky_alpha``, ``tversky_beta`` and ``focal_exponent`` from ``--tversky`` and ``--focal-exponent``.
+
+    Raises:
+        UsageError: a negative or non-finite weight, both weights 0, or an exponent that is not > 0.
+    """
+    overrides: dict[str, str] = {}
+    if tversky is not None:
+        alpha, beta = tversky
+        if not all(math.isfinite(value) and value >= 0 for value in tversky) or alpha == beta == 0:
+            raise UsageError(
+                f"--tversky takes two finite weights >= 0, not both 0 (0.5 0.5 is the Dice), got {alpha:g} {beta:g}"
+            )
+        overrides.update(tversky_alpha=str(alpha), tversky_beta=str(beta))
+    if focal_exponent is not None:
+        if not (math.isfinite(focal_exponent) and focal_exponent > 0):
+            raise UsageError(f"--focal-exponent must be a number > 0 (1: off), got {focal_exponent:g}")
+        overrides["focal_exponent"] = str(focal_exponent)
+    return overrides
+
+
 def bundle_overrides(args: argparse.Namespace) -> dict[str, str]:
     """The bundle IDs set by the options, as strings in the form ``monai.bundle run`` parses."""
     overrides: dict[str, str] = {"dataset_dir": str(args.dataset.resolve()), "output_dir": str(args.output.resolve())}
@@ -99,6 +145,14 @@ def bundle_overrides(args: argparse.Namespace) -> dict[str, str]:
         overrides["num_classes"] = str(len(args.classes))
     if args.recipe is not None:
         overrides["recipe"] = args.recipe
+    if args.plan is not None:
+        from gdlseg.engines.plan import PlanError, read_plan
+
+        try:
+            read_plan(args.plan)
+        except PlanError as error:
+            raise UsageError(f"--{error}") from None
+        overrides["plan"] = str(args.plan.resolve())
     if args.epochs is not None:
         if args.epochs < 1:
             raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
@@ -119,11 +173,18 @@ def bundle_overrides(args: argparse.Namespace) -> dict[str, str]:
         overrides["lambda_ce"] = str(args.lambda_ce[0]) if len(args.lambda_ce) == 1 else repr(args.lambda_ce)
     if args.max_weight_ratio is not None:
         overrides["max_weight_ratio"] = str(args.max_weight_ratio)
+    overrides.update(loss_lever_overrides(args.tversky, args.focal_exponent))
     if args.roi_size:
         overrides["roi_size"] = repr(list(args.roi_size))
     if args.pixdim:
         overrides["pixdim"] = repr(list(args.pixdim))
-    for option, key in (("intensity", "intensity"), ("seed", "seed"), ("tracking_uri", "tracking_uri")):
+    if args.intensity:
+        overrides["intensity"] = args.intensity[0] if len(args.intensity) == 1 else repr(list(args.intensity))
+    if args.in_channels is not None:
+        if args.in_channels < 1:
+            raise UsageError(f"--in-channels must be at least 1, got {args.in_channels}")
+        overrides["in_channels"] = str(args.in_channels)
+    for option, key in (("seed", "seed"), ("tracking_uri", "tracking_uri")):
         if getattr(args, option) is not None:
             overrides[key] = str(getattr(args, option))
     if args.experiment is not None:

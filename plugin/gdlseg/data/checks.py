@@ -34,14 +34,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from gdlseg.data.channel_checks import ChannelSettings, channel_count_problems
+from gdlseg.data.channels import channel_files, channel_label, file_channels, intensity_presets
 from gdlseg.data.class_weights import validate_class_weights
-from gdlseg.data.datalist import case_name, read_datalist, resolve_case
+from gdlseg.data.datalist import case_name, dataset_channel_names, read_datalist, resolve_case
+from gdlseg.data.geometry import AFFINE_TOLERANCE, Grid, grid_differences
 from gdlseg.data.readers import ScanError, ScanHeader, read_array, read_header
 from gdlseg.settings import switch
 
 logger = logging.getLogger(__name__)
 
-AFFINE_TOLERANCE = 1e-3  # mm; NIfTI stores affines in float32 (~1e-5 mm at 100 mm)
 LABELLED_LISTS = ("training", "validation")
 
 
@@ -79,9 +81,16 @@ def _num_classes_problem(num_classes: object) -> str | None:
 
 
 def check_settings(
-    num_classes: int, class_names: Sequence[str] | None = None, class_weights: str | Sequence[float] | None = None
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    class_weights: str | Sequence[float] | None = None,
+    intensity: str | Sequence[str] | None = None,
+    in_channels: int | None = None,
+    channel_names: Sequence[str] | None = None,
 ) -> list[Problem]:
-    """Problems of the class settings, each message naming its argument."""
+    """Problems of the class and channel settings, each message naming its argument: ``intensity`` one
+    preset or one per channel (``in_channels``), ``in_channels`` the number of the dataset's
+    ``channel_names`` when it names them."""
     if (message := _num_classes_problem(num_classes)) is not None:
         return [Problem("settings", "", message)]
     problems = []
@@ -95,6 +104,15 @@ def check_settings(
     if class_weights is not None:
         try:
             validate_class_weights(class_weights, num_classes)
+        except ValueError as error:
+            problems.append(Problem("settings", "", str(error).rstrip(".")))
+    if in_channels is not None and channel_names is not None and len(channel_names) != in_channels:
+        message = f"in_channels is {in_channels} but the datalist names {len(channel_names)} channel(s) {channel_names}"
+        problems.append(Problem("settings", "", message))
+    if intensity is not None:
+        channels = in_channels if in_channels is not None else (len(channel_names) if channel_names else None)
+        try:
+            intensity_presets(intensity, channels)
         except ValueError as error:
             problems.append(Problem("settings", "", str(error).rstrip(".")))
     return problems
@@ -122,9 +140,13 @@ def labelled_cases(datalist: os.PathLike | str, dataset_dir: os.PathLike | str) 
     return cases, problems
 
 
-def _dimension_problem(header: ScanHeader) -> str | None:
+def _dimension_problem(header: ScanHeader, channels_last: bool = False) -> str | None:
+    """Not 3D (a trailing axis of size 1 is a channel and allowed), or, with ``channels_last`` (a case's
+    only image file), not 3D or 4D with the channels last; or a zero-size dimension."""
     shape = header.shape
-    if len(shape) < 3 or any(n != 1 for n in shape[3:]):
+    if len(shape) < 3 or any(n != 1 for n in shape[3 + int(channels_last) :]):
+        if channels_last and len(shape) > 3:
+            return f"is {len(shape)}D (shape {shape}); training needs a 3D scan, or a 4D one with the channels last"
         return f"is {len(shape)}D (shape {shape}); training needs a 3D scan (one channel)"
     if 0 in shape:
         return f"has a zero-size dimension (shape {shape})"
@@ -157,63 +179,96 @@ def _label_problem(labels: np.ndarray, num_classes: int | None) -> str | None:
 
 @dataclass
 class CheckedCase:
-    """A case as read by :func:`inspect_case`: its problems and, when it has none, its voxels
-    (``(x, y, z[, 1])`` arrays as the training pipeline reads them) and the image's RAS affine."""
+    """A case as read by :func:`inspect_case`: its problems, its channel count once its headers pass,
+    and, when it has no problem, channel 0's voxels and the labels (``(x, y, z[, 1])`` arrays as the
+    training pipeline reads them) and channel 0's RAS affine."""
 
     name: str
     problems: list[Problem]
     image: np.ndarray | None = None
     labels: np.ndarray | None = None
     affine: np.ndarray | None = None
+    channels: int | None = None
+
+
+def _headers(paths: Sequence[str], where: Sequence[str], name: str, channels_last: bool) -> tuple[list, list[Problem]]:
+    """Each file's header, or the problems of the files that cannot be read or are not 3D (4D)."""
+    headers, problems = [], []
+    for path, place in zip(paths, where):
+        try:
+            header = read_header(path)
+        except ScanError as error:
+            problems.append(Problem(name, place, error.reason))
+            continue
+        if (message := _dimension_problem(header, channels_last)) is not None:
+            problems.append(Problem(name, place, message))
+        headers.append(header)
+    return headers, problems
 
 
 def inspect_case(
-    case: Mapping[str, str], num_classes: int | None, affine_tolerance: float = AFFINE_TOLERANCE
+    case: Mapping[str, str | Sequence[str]],
+    num_classes: int | None,
+    affine_tolerance: float = AFFINE_TOLERANCE,
+    channel_names: Sequence[str] | None = None,
 ) -> CheckedCase:
-    """Check one labelled case ``{"image": path, "label": path}`` (paths resolved), reading each
-    file once: headers first, voxels only if the headers pass. Label values are checked against
-    ``num_classes`` unless it is None."""
+    """Check one labelled case ``{"image": path or [path per channel], "label": path}`` (paths
+    resolved), reading each file once: headers first, voxels only if the headers pass. Every channel
+    file must lie on channel 0's grid (size, spacing, origin, direction within ``affine_tolerance``),
+    and the label too. Label values are checked against ``num_classes`` unless it is None; problems
+    name a channel by index and by its name in ``channel_names`` when given."""
+    files = channel_files(case["image"])
     name = case_name(case["image"])
-    where = {key: f"{key} {Path(case[key]).name}" for key in ("image", "label")}
-    problems: list[Problem] = []
-    headers: dict[str, ScanHeader] = {}
-    for key in ("image", "label"):
-        try:
-            headers[key] = read_header(case[key])
-        except ScanError as error:
-            problems.append(Problem(name, where[key], error.reason))
-            continue
-        if (message := _dimension_problem(headers[key])) is not None:
-            problems.append(Problem(name, where[key], message))
+    several = len(files) > 1
+    image_where = [
+        f"image {channel_label(index, channel_names) + ' ' if several else ''}{Path(path).name}"
+        for index, path in enumerate(files)
+    ]
+    label_where = f"label {Path(case['label']).name}"
+    images, problems = _headers(files, image_where, name, channels_last=not several)
+    labels, label_problems = _headers([case["label"]], [label_where], name, channels_last=False)
+    problems += label_problems
     if problems:
         return CheckedCase(name, problems)
-    image, label = headers["image"], headers["label"]
+    image, label = images[0], labels[0]
+    channels = len(files) if several else file_channels(image.shape)
+    reference = Grid.from_affine(image.shape, image.affine)
+    for index, other in enumerate(images[1:], start=1):
+        differences = grid_differences(Grid.from_affine(other.shape, other.affine), reference, affine_tolerance)
+        if differences:
+            message = f"not on channel 0's grid: {'; '.join(differences)}"
+            problems.append(Problem(name, image_where[index], message))
+    if problems:
+        return CheckedCase(name, problems, channels=channels)
     if image.shape[:3] != label.shape[:3]:
         message = f"image and label differ in shape: image {image.shape[:3]}, label {label.shape[:3]}"
-        return CheckedCase(name, [Problem(name, "", message)])
+        return CheckedCase(name, [Problem(name, "", message)], channels=channels)
     difference = float(np.abs(image.affine - label.affine).max())
     if difference > affine_tolerance:
         message = (
             f"image and label affines differ by up to {difference:.3g} mm (tolerance {affine_tolerance:g} mm): "
             "the label does not lie on the image's voxel grid"
         )
-        return CheckedCase(name, [Problem(name, "", message)])
-    arrays: dict[str, np.ndarray] = {}
-    for key, check in (("image", _intensity_problem), ("label", lambda a: _label_problem(a, num_classes))):
+        return CheckedCase(name, [Problem(name, "", message)], channels=channels)
+    arrays: list[np.ndarray] = []
+    checks = [(path, place, _intensity_problem) for path, place in zip(files, image_where)]
+    checks.append((case["label"], label_where, lambda a: _label_problem(a, num_classes)))
+    for path, place, check in checks:
         try:
-            arrays[key] = read_array(case[key])[0]
-            message = check(arrays[key])
+            arrays.append(read_array(path)[0])
+            message = check(arrays[-1])
         except ScanError as error:
             message = error.reason
         if message is not None:
-            problems.append(Problem(name, where[key], message))
+            problems.append(Problem(name, place, message))
     if problems:
-        return CheckedCase(name, problems)
-    return CheckedCase(name, [], arrays["image"], arrays["label"], image.affine)
+        return CheckedCase(name, problems, channels=channels)
+    first = arrays[0][..., :1] if arrays[0].ndim == 4 else arrays[0]
+    return CheckedCase(name, [], first, arrays[-1], image.affine, channels)
 
 
 def check_case(
-    case: Mapping[str, str], num_classes: int | None, affine_tolerance: float = AFFINE_TOLERANCE
+    case: Mapping[str, str | Sequence[str]], num_classes: int | None, affine_tolerance: float = AFFINE_TOLERANCE
 ) -> list[Problem]:
     """The problems of one labelled case (see :func:`inspect_case`)."""
     return inspect_case(case, num_classes, affine_tolerance).problems
@@ -227,13 +282,20 @@ def _check(
     class_weights: str | Sequence[float] | None,
     affine_tolerance: float,
     progress: bool,
+    channels: ChannelSettings,
 ) -> tuple[list[Problem], int]:
-    problems = check_settings(num_classes, class_names, class_weights)
+    names = dataset_channel_names(datalist)
+    problems = check_settings(num_classes, class_names, class_weights, channels.intensity, channels.in_channels, names)
     cases, datalist_problems = labelled_cases(datalist, dataset_dir)
     problems += datalist_problems
     known_classes = num_classes if _num_classes_problem(num_classes) is None else None
+    counts = []
     for case in tqdm(cases, desc="check-data", unit="case", disable=None if progress else True):
-        problems += check_case(case, known_classes, affine_tolerance)
+        inspected = inspect_case(case, known_classes, affine_tolerance, names)  # the voxels are let go
+        problems += inspected.problems
+        if inspected.channels is not None:
+            counts.append((inspected.name, inspected.channels))
+    problems += [Problem(*problem) for problem in channel_count_problems(counts, channels, names)]
     return problems, len(cases)
 
 
@@ -245,13 +307,16 @@ def check_dataset(
     class_weights: str | Sequence[float] | None = None,
     affine_tolerance: float = AFFINE_TOLERANCE,
     progress: bool = False,
+    channels: ChannelSettings | None = None,
 ) -> list[Problem]:
     """Every problem of the settings, the datalist and its labelled cases (see the module docstring).
 
     Args:
         progress: show a progress bar over the cases (on stderr, when it is a terminal).
+        channels: the ``in_channels`` and ``intensity`` settings the cases are checked against.
     """
-    return _check(datalist, dataset_dir, num_classes, class_names, class_weights, affine_tolerance, progress)[0]
+    settings = (class_names, class_weights, affine_tolerance, progress, channels or ChannelSettings())
+    return _check(datalist, dataset_dir, num_classes, *settings)[0]
 
 
 def require_valid_dataset(
@@ -261,13 +326,14 @@ def require_valid_dataset(
     class_names: Sequence[str] | None = None,
     class_weights: str | Sequence[float] | None = None,
     affine_tolerance: float = AFFINE_TOLERANCE,
+    channels: ChannelSettings | None = None,
 ) -> int:
     """:func:`check_dataset`, raising if anything is wrong; returns the number of cases checked.
 
     Raises:
         DatasetError: listing every problem found.
     """
-    settings = (num_classes, class_names, class_weights, affine_tolerance, False)
+    settings = (num_classes, class_names, class_weights, affine_tolerance, False, channels or ChannelSettings())
     problems, cases = _check(datalist, dataset_dir, *settings)
     if problems:
         error = DatasetError(problems, cases)
@@ -285,17 +351,27 @@ def preflight(
     class_names: Sequence[str] | None = None,
     class_weights: str | Sequence[float] | None = None,
     affine_tolerance: float = AFFINE_TOLERANCE,
+    in_channels: int | None = None,
+    intensity: str | Sequence[str] | None = None,
 ) -> int | None:
     """The training's check (bundle ``training_setup``): :func:`require_valid_dataset`, or with the
-    ``check_data`` setting off only the (instant) class settings check. Returns the number of cases
-    checked, None when they were skipped.
+    ``check_data`` setting off only the (instant) class and channel settings check. Returns the number
+    of cases checked, None when they were skipped.
+
+    Args:
+        in_channels: the network's input channels: every case must have that many.
+        intensity: one preset, or one per channel.
 
     Raises:
         DatasetError: listing every problem found.
     """
+    channels = ChannelSettings(in_channels, intensity)
     if not switch(check_data, "check_data"):
-        if problems := check_settings(num_classes, class_names, class_weights):
+        names = dataset_channel_names(datalist)
+        if problems := check_settings(num_classes, class_names, class_weights, intensity, in_channels, names):
             raise DatasetError(problems, 0)
         logger.warning("check_data is off: the cases are not checked before training")
         return None
-    return require_valid_dataset(datalist, dataset_dir, num_classes, class_names, class_weights, affine_tolerance)
+    return require_valid_dataset(
+        datalist, dataset_dir, num_classes, class_names, class_weights, affine_tolerance, channels
+    )

@@ -53,7 +53,7 @@ class CacheDataset(MonaiCacheDataset):
     def _name_of(self, index: int) -> str:
         item = self.data[index]
         image = item.get("image") if isinstance(item, dict) else item
-        return case_name(image) if isinstance(image, str) else str(index)
+        return case_name(image) if isinstance(image, (str, list)) and image else str(index)
 
 
 def _root_reason(error: BaseException) -> BaseException:

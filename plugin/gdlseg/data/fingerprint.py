@@ -16,14 +16,16 @@ Suggestions:
   downsampled to the coarsest slices of the dataset.
 - ``class_weights``: the ``auto`` formula of :mod:`gdlseg.data.class_weights` on the class volumes
   of all labelled cases (training gives the same formula its training split only).
-- ``intensity``: ``ct`` when the datalist's ``modality`` says CT, else ``mr``. No ``ct_window`` is
+- ``intensity``: ``ct`` when the datalist's ``modality`` says CT, else ``mr``; one per channel when the
+  datalist names several channels (``channel_names`` or ``modality``), which the fingerprint lists. No ``ct_window`` is
   suggested: the foreground's 0.5–99.5th percentiles (nnU-Net's clipping range, reported under
   ``intensity_foreground``) would make a bad one here, because the ``ct`` preset maps the window
   to [0, 1] and the pipeline then crops to voxels above 0, so a window that starts above the body's
   intensity would crop every scan to its labelled organs.
 
 Foreground intensities are pooled from up to ``samples_per_case`` voxels drawn (seeded) from each
-case's labelled voxels. Case names only, never paths.
+case's labelled voxels; for multi-channel data ``intensity_foreground`` (per case and pooled) describes
+channel 0 only. Case names only, never paths.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from gdlseg.data.channels import channel_names
 from gdlseg.data.checks import AFFINE_TOLERANCE, inspect_case, labelled_cases
 from gdlseg.data.class_weights import volume_class_weights
 from gdlseg.data.datalist import datalist_fingerprint, read_datalist
@@ -110,6 +113,14 @@ def _is_ct(content: dict) -> bool:
     return any(str(value).strip().upper() == "CT" for value in values)
 
 
+def _suggested_intensity(content: dict) -> str | list[str]:
+    """``ct`` or ``mr`` (see the module docstring); one per channel for a datalist naming several."""
+    names = channel_names(content)
+    if names is None or len(names) == 1:
+        return "ct" if _is_ct(content) else "mr"
+    return ["ct" if name.strip().upper() == "CT" else "mr" for name in names]
+
+
 def dataset_fingerprint(
     datalist: os.PathLike | str,
     dataset_dir: os.PathLike | str,
@@ -158,6 +169,7 @@ def dataset_fingerprint(
         rows.append(
             {
                 "case": checked.name,
+                "channels": checked.channels or 1,
                 "shape": shape,
                 "spacing_mm": [round(v, 5) for v in spacing],
                 "intensity_foreground": _intensity(foreground.astype(np.float64)),
@@ -182,13 +194,15 @@ def dataset_fingerprint(
         "shape_at_pixdim": _summary(np.round(shapes * spacings / np.array(pixdim)).astype(int)),
         "class_weights": [round(w, 4) for w in volume_class_weights(totals, max_ratio)],
         "class_weight_max_ratio": max_ratio,
-        "intensity": "ct" if _is_ct(content) else "mr",
+        "intensity": _suggested_intensity(content),
     }
     return {
         "dataset": {"name": content.get("name"), **datalist_fingerprint(datalist)},
         "cases_analysed": len(rows),
         "failed_cases": failed,
         "class_names": names,
+        "channel_names": channel_names(content),
+        "in_channels": rows[0]["channels"],
         "axes": "RAS (the order of pixdim and roi_size)",
         "spacing_mm": _summary(spacings),
         "shape": _summary(shapes),
@@ -206,5 +220,6 @@ def train_options(fingerprint: dict) -> list[str]:
     options = ["--pixdim", *(f"{v:g}" for v in suggested["pixdim"])]
     options += ["--classes", *fingerprint["class_names"]]
     options += ["--class-weights", *(f"{w:g}" for w in suggested["class_weights"])]
-    options += ["--intensity", suggested["intensity"]]
+    intensity = suggested["intensity"]
+    options += ["--intensity", *([intensity] if isinstance(intensity, str) else intensity)]
     return options

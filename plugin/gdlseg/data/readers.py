@@ -76,12 +76,14 @@ def read_image(path: os.PathLike | str, series_uid: str | None = None, allow_irr
 
 
 def ras_affine(image: sitk.Image | sitk.ImageFileReader) -> np.ndarray:
-    """The 4×4 RAS affine mapping ``(x, y, z)`` voxel indices of ``image`` (or of a reader's header) to mm."""
+    """The 4×4 RAS affine mapping ``(x, y, z)`` voxel indices of ``image`` (or of a reader's header) to mm
+    (a 4D image's first three axes: its fourth holds channels)."""
     dimension = image.GetDimension()
     direction = np.array(image.GetDirection(), dtype=np.float64).reshape(dimension, dimension)
+    spatial = min(dimension, 3)
     affine = np.eye(4)
-    affine[:dimension, :dimension] = direction @ np.diag(image.GetSpacing())
-    affine[:dimension, 3] = image.GetOrigin()
+    affine[:spatial, :spatial] = direction[:spatial, :spatial] @ np.diag(image.GetSpacing()[:spatial])
+    affine[:spatial, 3] = image.GetOrigin()[:spatial]
     return LPS_TO_RAS @ affine
 
 
@@ -187,10 +189,13 @@ class SimpleITKReader(ImageReader):
             affine = ras_affine(image)
             header[MetaKeys.AFFINE] = affine
             header[MetaKeys.ORIGINAL_AFFINE] = affine.copy()
-            header[MetaKeys.SPATIAL_SHAPE] = np.asarray(image.GetSize())
+            # a 4D scalar image (a Decathlon NIfTI) holds its channels last, as vector pixels do
+            channels_last = image.GetNumberOfComponentsPerPixel() > 1 or image.GetDimension() == 4
+            spatial = 3 if image.GetDimension() == 4 else image.GetDimension()
+            header[MetaKeys.SPATIAL_SHAPE] = np.asarray(image.GetSize()[:spatial])
             header[MetaKeys.SPACE] = SpaceKeys.RAS
-            header[MetaKeys.ORIGINAL_CHANNEL_DIM] = float("nan") if image.GetNumberOfComponentsPerPixel() == 1 else -1
-            header["spacing"] = np.asarray(image.GetSpacing())
+            header[MetaKeys.ORIGINAL_CHANNEL_DIM] = -1 if channels_last else float("nan")
+            header["spacing"] = np.asarray(image.GetSpacing()[:spatial])
             arrays.append(_xyz_array(image))
             _copy_compatible_dict(header, meta)
         return _stack_images(arrays, meta), meta

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from gdlseg.losses.statistics import dice_ratio, hard_label_statistics
+from gdlseg.losses.overlap import dice_ratio
+from gdlseg.losses.statistics import hard_label_statistics
 
 
 def dice_per_class(

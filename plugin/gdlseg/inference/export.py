@@ -76,7 +76,13 @@ def export_metadata(model: TrainedModel, fmt: str) -> dict[str, Any]:
     """What a deployment of the exported network needs to know (no paths)."""
     return {
         "format": fmt,
-        "input": {"name": "image", "shape": ["batch", model.in_channels, "x", "y", "z"], "roi_size": model.roi_size},
+        "input": {
+            "name": "image",
+            "shape": ["batch", model.in_channels, "x", "y", "z"],
+            "roi_size": model.roi_size,
+            "channels": model.in_channels,
+            "channel_names": model.channel_names,
+        },
         "output": {"name": "logits", "shape": ["batch", model.num_classes, "x", "y", "z"]},
         "class_names": model.class_names,
         "preprocessing": model.settings,

@@ -69,13 +69,13 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
         Raises:
             ValueError: any other input, or a scan that cannot be read or segmented (named).
         """
+        from gdlseg.data.channel_images import read_case_image
         from gdlseg.data.datalist import case_name
-        from gdlseg.data.readers import read_image
         from gdlseg.inference.segment import segment_image
 
         sitk = _simpleitk()
         if isinstance(item, (str, os.PathLike)):
-            image, case = read_image(item), case_name(item)
+            image, case = read_case_image([item], self.model.channel_names), case_name(item)  # 4D: channels last
         elif isinstance(item, Mapping) and "image" in item:
             image, case = image_from_array(item["image"], item.get("spacing")), "array"
         else:

@@ -6,7 +6,9 @@ dict's output layer (names then default to ``class_<i>``, background first). The
 the bundle's ``network_def`` and the preprocessing its ``deterministic_transforms`` (without the
 loader), with the training's settings (``roi_size``, ``pixdim``, ``intensity``, ``ct_window``,
 ``init_filters``) from ``training.json`` when present — the exact pipeline the network was
-validated with. Checkpoints are loaded with ``torch.load(weights_only=True)``: no pickled code runs.
+validated with. The input channels are the first layer's; ``training.json``'s ``in_channels`` and
+``channel_names`` must agree with them. Checkpoints are loaded with ``torch.load(weights_only=True)``:
+no pickled code runs.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class TrainedModel:
         network: the network in eval mode on ``device``.
         preprocessing: the bundle's deterministic transforms after loading (keys ``image``).
         class_names: background first; ``len(class_names)`` output channels.
-        in_channels: image channels the network takes.
+        in_channels: image channels the network takes (its first layer's; training.json's ``in_channels``
+            must agree); ``channel_names`` their names from training.json, None when unknown.
         roi_size: sliding-window size (the training patch).
         settings: the preprocessing settings used (pixdim, intensity, ct_window, init_filters).
         checkpoint: the checkpoint file; ``checkpoint_sha256`` its digest.
@@ -62,6 +65,7 @@ class TrainedModel:
     training_run_record: Path | None = None
     training_run_id: str | None = None
     network_config: dict[str, Any] = field(default_factory=dict)
+    channel_names: list[str] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -151,6 +155,21 @@ def resolve_classes(
     return names if names is not None else ["background", *(f"class_{i}" for i in range(1, count))]
 
 
+def resolve_channels(in_channels: int, record: Mapping[str, Any], checkpoint: os.PathLike | str) -> list[str] | None:
+    """The channel names of a network whose first layer takes ``in_channels``, from its training record.
+
+    Raises:
+        ValueError: the record's ``in_channels`` or ``channel_names`` disagree with the weights.
+    """
+    recorded, channel_names = record.get("in_channels", in_channels), record.get("channel_names")
+    if recorded != in_channels or (channel_names is not None and len(channel_names) != in_channels):
+        raise ValueError(
+            f"checkpoint {checkpoint} takes {in_channels} image channel(s) but its {TRAINING_RECORD} says "
+            f"in_channels={recorded}, channel_names={channel_names}."
+        )
+    return list(channel_names) if channel_names is not None else None
+
+
 def load_trained_model(
     checkpoint: os.PathLike | str,
     bundle_root: os.PathLike | str,
@@ -175,6 +194,7 @@ def load_trained_model(
     in_channels, filters, outputs = conv_channels(state_dict)
     record = read_training_record(checkpoint)
     names = resolve_classes(outputs, record, num_classes, class_names, checkpoint)
+    channel_names = resolve_channels(in_channels, record, checkpoint)
 
     parser = ConfigParser()
     parser.read_config(str(config_file))
@@ -231,6 +251,7 @@ def load_trained_model(
         training_run_record=run_record if run_record.is_file() else None,
         training_run_id=_run_id(run_record),
         network_config=_plain(parser.get("network_def")),
+        channel_names=channel_names,
     )
 
 

@@ -1,8 +1,9 @@
 """The provenance record written next to each label map (``<case>_seg.json``).
 
 It identifies the input by content (SHA-256 of the file, or of a DICOM series' files in reading
-order), the checkpoint by content and name, and records the bundle and software versions, device,
-runtime and inference parameters. It holds no patient identifier: no DICOM tag, no path — the case
+order; a case of several channel files lists each file's SHA-256, channel 0 first), the checkpoint
+by content and name, and records the channels the network takes, the bundle and software versions,
+device, runtime and inference parameters. It holds no patient identifier: no DICOM tag, no path — the case
 name is the only name in it (and file names of the checkpoint and outputs, without folders).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,14 @@ def input_sha256(path: os.PathLike | str, series_uid: str | None = None) -> str:
     return digest.hexdigest()
 
 
+def channels_sha256(digests: Sequence[str]) -> str:
+    """SHA-256 of a case's channel files: of their SHA-256 digests, channel 0 first."""
+    digest = hashlib.sha256()
+    for item in digests:
+        digest.update(bytes.fromhex(item))
+    return digest.hexdigest()
+
+
 def software_versions() -> dict[str, str]:
     """Versions of gdlseg and the libraries that shape its output."""
     return versions.software_versions(("gdlseg", "monai", "torch", "simpleitk", "numpy", "python"))
@@ -50,13 +59,23 @@ def provenance_record(
     parameters: Mapping[str, Any],
     seconds: Mapping[str, float],
     outputs: Mapping[str, str],
+    channel_digests: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The provenance JSON content of one case (see the module docstring for what it excludes)."""
+    """The provenance JSON content of one case (see the module docstring for what it excludes).
+
+    ``input_digest`` identifies the input; a case of several channel files has ``channel_digests``, one
+    per file, channel 0 first (recorded as ``input.channel_sha256``; ``input_digest`` is then
+    :func:`channels_sha256` of them).
+    """
+    identity: dict[str, Any] = {"sha256": input_digest}
+    if channel_digests is not None:
+        identity["channel_sha256"] = list(channel_digests)
     return {
         "schema_version": SCHEMA_VERSION,
         "case": case,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "input": {"sha256": input_digest},
+        "input": identity,
+        "channels": {"count": model.in_channels, "names": model.channel_names},
         "outputs": dict(outputs),
         "checkpoint": {"file": model.checkpoint.name, "sha256": model.checkpoint_sha256},
         "training_run_id": model.training_run_id,

@@ -5,6 +5,7 @@
 - :class:`GeneralizedDiceCELoss`: λ_gdl·GDL + λ_ce·cross-entropy.
 - :class:`DeepSupervisionLoss`: any of them over the output scales of a deep-supervision network.
 - :mod:`gdlseg.losses.statistics`: the per-class sums ``I, P, T`` every loss and metric uses.
+- :mod:`gdlseg.losses.overlap`: the Dice ratio, the Tversky denominator and the focal exponent built on them.
 """
 
 from gdlseg.losses.compound import GeneralizedDiceCELoss

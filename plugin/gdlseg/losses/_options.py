@@ -42,6 +42,32 @@ def non_negative_float(argument: str, value: float) -> float:
     return number
 
 
+def check_tversky_weights(false_positive_weight: float, false_negative_weight: float) -> tuple[float, float]:
+    """Return the Tversky weights (α of false positives, β of false negatives) as floats.
+
+    Raises:
+        ValueError: either is negative or not finite, or both are 0 (the index would be 1 whatever the
+            prediction: a constant loss).
+    """
+    alpha = non_negative_float("tversky_alpha", false_positive_weight)
+    beta = non_negative_float("tversky_beta", false_negative_weight)
+    if alpha == 0 and beta == 0:
+        raise ValueError("tversky_alpha and tversky_beta are both 0: the loss would be constant; ½ and ½ is the Dice.")
+    return alpha, beta
+
+
+def positive_float(argument: str, value: float) -> float:
+    """Return ``value`` as a float, requiring a finite number > 0.
+
+    Raises:
+        ValueError: the value is 0, negative, NaN or infinite.
+    """
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{argument} must be a finite number > 0, got {value!r}.")
+    return number
+
+
 def class_weight_tensor(class_weights: Sequence[float] | torch.Tensor | None) -> torch.Tensor | None:
     """Parse user class weights into a 1-D float tensor (one entry per input channel).
 

@@ -13,9 +13,11 @@ from gdlseg.losses._options import (
     check_activation,
     check_class_weight_count,
     check_ignore_index,
+    check_tversky_weights,
     choose_option,
     class_weight_tensor,
     non_negative_float,
+    positive_float,
 )
 from gdlseg.losses.inputs import (
     check_shapes,
@@ -56,7 +58,10 @@ class OverlapLoss(nn.Module):
     per-class statistics and reduces the per-row losses that a subclass derives from them.
 
     Subclasses implement :meth:`rows_from_statistics`; ``squared_pred`` chooses ``Σ p²`` sums.
-    All settings are keyword-only (see :class:`gdlseg.losses.ClassWeightedGeneralizedDiceLoss`).
+    All settings are keyword-only (see :class:`gdlseg.losses.ClassWeightedGeneralizedDiceLoss`);
+    ``tversky_alpha`` / ``tversky_beta`` weigh the false positives / negatives in every overlap term
+    (½ and ½: the Dice; :func:`gdlseg.losses.overlap.tversky_total`) and ``focal_exponent`` raises
+    each overlap loss to that power (1: off; :func:`gdlseg.losses.overlap.focal`).
     """
 
     squared_pred: bool = False
@@ -77,6 +82,9 @@ class OverlapLoss(nn.Module):
         class_weights: Sequence[float] | torch.Tensor | None,
         ignore_index: int | None,
         validate_labels: bool,
+        tversky_alpha: float = 0.5,
+        tversky_beta: float = 0.5,
+        focal_exponent: float = 1.0,
     ) -> None:
         super().__init__()
         check_activation(sigmoid, softmax, other_act)
@@ -92,6 +100,8 @@ class OverlapLoss(nn.Module):
         self.soft_label = bool(soft_label)
         self.ignore_index = check_ignore_index(ignore_index)
         self.validate_labels = bool(validate_labels)
+        self.tversky_alpha, self.tversky_beta = check_tversky_weights(tversky_alpha, tversky_beta)
+        self.focal_exponent = positive_float("focal_exponent", focal_exponent)
         weights = class_weight_tensor(class_weights)
         check_some_class_weighted(weights, self.include_background, self.ignore_index)
         self.register_buffer("class_weights", weights)

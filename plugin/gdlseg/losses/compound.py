@@ -10,7 +10,7 @@ from torch import nn
 from gdlseg.losses._options import autocast_disabled, non_negative_float
 from gdlseg.losses.base import reduce_rows
 from gdlseg.losses.cross_entropy import cross_entropy_from_statistics
-from gdlseg.losses.dice import weighted_dice_from_statistics
+from gdlseg.losses.dice import check_jaccard_with_tversky, weighted_dice_from_statistics
 from gdlseg.losses.generalized_dice import ClassWeightedGeneralizedDiceLoss
 
 
@@ -34,6 +34,9 @@ class GeneralizedDiceCELoss(nn.Module):
         lambda_dice: weight of the soft Dice term, >= 0 (default 0: no Dice term).
         jaccard: the soft Dice term is the soft Jaccard (IoU) loss, as MONAI's
             ``DiceCELoss(jaccard=True)``; the GDL term is unchanged.
+        tversky_alpha, tversky_beta, focal_exponent: the false-positive / false-negative weights and the
+            focal exponent of both overlap terms (GDL and soft Dice; the CE is unchanged); ½, ½, 1 is
+            the plain loss exactly (see :class:`ClassWeightedGeneralizedDiceLoss`).
         softmax / sigmoid: exactly one must be True (CE needs logits).
         other arguments: as in :class:`ClassWeightedGeneralizedDiceLoss`.
 
@@ -62,6 +65,9 @@ class GeneralizedDiceCELoss(nn.Module):
         max_weight_ratio: float | None = None,
         lambda_dice: float = 0.0,
         jaccard: bool = False,
+        tversky_alpha: float = 0.5,
+        tversky_beta: float = 0.5,
+        focal_exponent: float = 1.0,
     ) -> None:
         super().__init__()
         if bool(sigmoid) == bool(softmax):
@@ -74,7 +80,6 @@ class GeneralizedDiceCELoss(nn.Module):
         self.lambda_dice = non_negative_float("lambda_dice", lambda_dice)
         if self.lambda_gdl == 0 and self.lambda_ce == 0 and self.lambda_dice == 0:
             raise ValueError("lambda_gdl, lambda_ce and lambda_dice are all 0: the loss would be constant.")
-        self.jaccard = bool(jaccard)
         self.generalized_dice = ClassWeightedGeneralizedDiceLoss(
             include_background=include_background,
             to_onehot_y=to_onehot_y,
@@ -91,6 +96,12 @@ class GeneralizedDiceCELoss(nn.Module):
             ignore_index=ignore_index,
             validate_labels=validate_labels,
             max_weight_ratio=max_weight_ratio,
+            tversky_alpha=tversky_alpha,
+            tversky_beta=tversky_beta,
+            focal_exponent=focal_exponent,
+        )
+        self.jaccard = check_jaccard_with_tversky(
+            bool(jaccard), self.generalized_dice.tversky_alpha, self.generalized_dice.tversky_beta
         )
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -105,7 +116,15 @@ class GeneralizedDiceCELoss(nn.Module):
                 rows = rows + self.lambda_ce * cross_entropy_from_statistics(statistics, alpha, gdl.sigmoid)
             if self.lambda_dice:
                 dice = weighted_dice_from_statistics(
-                    statistics, alpha, scored, gdl.smooth_nr, gdl.smooth_dr, self.jaccard
+                    statistics,
+                    alpha,
+                    scored,
+                    gdl.smooth_nr,
+                    gdl.smooth_dr,
+                    self.jaccard,
+                    gdl.tversky_alpha,
+                    gdl.tversky_beta,
+                    gdl.focal_exponent,
                 )
                 rows = rows + self.lambda_dice * dice
             return reduce_rows(rows, gdl.reduction, input.ndim - 2)

@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from gdlseg.losses.base import OverlapLoss
-from gdlseg.losses.statistics import ClassStatistics, dice_ratio
+from gdlseg.losses.overlap import dice_ratio, focal, tversky_total
+from gdlseg.losses.statistics import ClassStatistics
 
 
 def weighted_dice_from_statistics(
@@ -17,12 +18,20 @@ def weighted_dice_from_statistics(
     smooth_nr: float,
     smooth_dr: float,
     jaccard: bool = False,
+    tversky_alpha: float = 0.5,
+    tversky_beta: float = 0.5,
+    focal_exponent: float = 1.0,
 ) -> torch.Tensor:
-    """Class-weighted mean of per-class Dice (or Jaccard) losses per row.
+    """Class-weighted mean of per-class Dice (or Jaccard, or Tversky) losses per row.
 
         DL_c = 1 − (2 I_c + smooth_nr) / (P_c + T_c + smooth_dr)              (Dice)
         JL_c = 1 − (2 I_c + smooth_nr) / (2 (P_c + T_c − I_c) + smooth_dr)    (``jaccard``: soft IoU)
-        loss = Σ_c α_c L_c / Σ_c α_c          (over the scored classes)
+        TL_c = 1 − (2 I_c + smooth_nr) / (2α P_c + 2β T_c + 2(1 − α − β) I_c + smooth_dr)   (Tversky)
+        loss = Σ_c α_c L_c^γ / Σ_c α_c          (over the scored classes)
+
+    The Tversky form (weights ``tversky_alpha`` α of the false positives and ``tversky_beta`` β of the
+    false negatives, :func:`gdlseg.losses.overlap.tversky_total`) is the Dice for α = β = ½ and the
+    Jaccard for α = β = 1; γ is ``focal_exponent`` (Focal Tversky, Abraham & Khan 2019; 1: off).
 
     The Jaccard form is MONAI's ``DiceLoss(jaccard=True)``: ``P + T − I`` is the soft union, and the
     factor 2 on both sides keeps the smoothing terms where MONAI has them. A class absent from both
@@ -33,17 +42,31 @@ def weighted_dice_from_statistics(
         statistics: ``(R, C)`` statistics.
         class_weights: ``(C,)`` α.
         scored: ``(C,)`` bool.
-        jaccard: the soft Jaccard (IoU) loss instead of the Dice loss.
+        jaccard: the soft Jaccard (IoU) loss instead of the Dice loss (Tversky weights must stay ½).
+        tversky_alpha, tversky_beta, focal_exponent: see above.
 
     Returns:
         ``(R,)`` loss per row.
     """
     alpha = torch.where(scored, class_weights, torch.zeros_like(class_weights)).to(statistics.intersection.dtype)
-    denominator = statistics.prediction + statistics.target
     if jaccard:
-        denominator = 2.0 * (denominator - statistics.intersection)
-    per_class = 1.0 - dice_ratio(statistics.intersection, denominator, smooth_nr, smooth_dr)
+        denominator = 2.0 * (statistics.prediction + statistics.target - statistics.intersection)
+    else:
+        denominator = tversky_total(
+            statistics.intersection, statistics.prediction, statistics.target, tversky_alpha, tversky_beta
+        )
+    per_class = focal(1.0 - dice_ratio(statistics.intersection, denominator, smooth_nr, smooth_dr), focal_exponent)
     return (per_class * alpha).sum(dim=1) / alpha.sum()
+
+
+def check_jaccard_with_tversky(jaccard: bool, tversky_alpha: float, tversky_beta: float) -> bool:
+    """Return ``jaccard``; raise ValueError when it is combined with Tversky weights other than ½, ½."""
+    if jaccard and (tversky_alpha, tversky_beta) != (0.5, 0.5):
+        raise ValueError(
+            f"jaccard=True with tversky_alpha={tversky_alpha}, tversky_beta={tversky_beta}: the Jaccard loss is "
+            "the Tversky loss with tversky_alpha = tversky_beta = 1; set jaccard=False and the weights instead."
+        )
+    return jaccard
 
 
 class ClassWeightedDiceLoss(OverlapLoss):
@@ -68,6 +91,9 @@ class ClassWeightedDiceLoss(OverlapLoss):
             :class:`gdlseg.losses.ClassWeightedGeneralizedDiceLoss`.
         squared_pred: square predictions and targets in the denominator.
         jaccard: compute the soft Jaccard (IoU) loss instead of the Dice loss.
+        tversky_alpha, tversky_beta: weights of the false positives and negatives (½, ½: the Dice); see
+            :func:`weighted_dice_from_statistics`. Not with ``jaccard`` (the Jaccard is α = β = 1).
+        focal_exponent: each class's loss is raised to this power (1: off).
 
     Raises:
         ValueError: on bad arguments, shapes, class-weight counts or label values.
@@ -90,6 +116,9 @@ class ClassWeightedDiceLoss(OverlapLoss):
         class_weights: Sequence[float] | torch.Tensor | None = None,
         ignore_index: int | None = None,
         validate_labels: bool = True,
+        tversky_alpha: float = 0.5,
+        tversky_beta: float = 0.5,
+        focal_exponent: float = 1.0,
     ) -> None:
         super().__init__(
             include_background=include_background,
@@ -105,14 +134,25 @@ class ClassWeightedDiceLoss(OverlapLoss):
             class_weights=class_weights,
             ignore_index=ignore_index,
             validate_labels=validate_labels,
+            tversky_alpha=tversky_alpha,
+            tversky_beta=tversky_beta,
+            focal_exponent=focal_exponent,
         )
         self.squared_pred = bool(squared_pred)
-        self.jaccard = bool(jaccard)
+        self.jaccard = check_jaccard_with_tversky(bool(jaccard), self.tversky_alpha, self.tversky_beta)
 
     def rows_from_statistics(
         self, statistics: ClassStatistics, class_weights: torch.Tensor, scored: torch.Tensor
     ) -> torch.Tensor:
         """``(R,)`` class-weighted mean Dice (or Jaccard) loss per row."""
         return weighted_dice_from_statistics(
-            statistics, class_weights, scored, self.smooth_nr, self.smooth_dr, self.jaccard
+            statistics,
+            class_weights,
+            scored,
+            self.smooth_nr,
+            self.smooth_dr,
+            self.jaccard,
+            self.tversky_alpha,
+            self.tversky_beta,
+            self.focal_exponent,
         )

@@ -8,7 +8,8 @@ import torch
 
 from gdlseg.losses._options import choose_option
 from gdlseg.losses.base import OverlapLoss
-from gdlseg.losses.statistics import ClassStatistics, dice_ratio
+from gdlseg.losses.overlap import dice_ratio, focal, tversky_total
+from gdlseg.losses.statistics import ClassStatistics
 from gdlseg.losses.weights import W_TYPES, check_max_ratio, generalized_dice_weights
 
 
@@ -28,12 +29,19 @@ def generalized_dice_from_statistics(
     smooth_nr: float,
     smooth_dr: float,
     max_weight_ratio: float | None = None,
+    tversky_alpha: float = 0.5,
+    tversky_beta: float = 0.5,
+    focal_exponent: float = 1.0,
 ) -> torch.Tensor:
     """Generalized Dice loss per row from per-class statistics.
 
         GDL = 1 − (2 Σ_c w_c I_c + smooth_nr) / (Σ_c w_c (P_c + T_c) + smooth_dr)
 
-    with ``w`` from :func:`gdlseg.losses.weights.generalized_dice_weights`.
+    with ``w`` from :func:`gdlseg.losses.weights.generalized_dice_weights`. With Tversky weights α
+    (false positives) and β (false negatives) ``P_c + T_c`` becomes ``2α·P_c + 2β·T_c + 2(1 − α − β)·I_c``
+    (:func:`gdlseg.losses.overlap.tversky_total`: the generalized Tversky index, Salehi et al. 2017),
+    and with a focal exponent γ the row loss is ``GDL ** γ`` (Focal Tversky, Abraham & Khan 2019).
+    α = β = ½ and γ = 1 are the GDL exactly.
 
     Empty-foreground policy (``normalize_weights=True``): a row in which every scored class is
     absent from the target (e.g. a background-only patch with ``include_background=False``) is
@@ -49,8 +57,8 @@ def generalized_dice_from_statistics(
         w_type: "square", "simple" or "uniform".
         class_weights: ``(C,)`` user class weights α.
         scored: ``(C,)`` bool, the channels that count.
-        normalize_weights, smooth_nr, smooth_dr, max_weight_ratio: see
-            :class:`ClassWeightedGeneralizedDiceLoss`.
+        normalize_weights, smooth_nr, smooth_dr, max_weight_ratio, tversky_alpha, tversky_beta,
+            focal_exponent: see :class:`ClassWeightedGeneralizedDiceLoss`.
 
     Returns:
         ``(R,)`` loss per row.
@@ -59,24 +67,25 @@ def generalized_dice_from_statistics(
         statistics.target, w_type, class_weights, scored, normalize_weights, max_weight_ratio
     )
     weights = weights.to(statistics.intersection.dtype)
+    total = tversky_total(
+        statistics.intersection, statistics.prediction, statistics.target, tversky_alpha, tversky_beta
+    )
     ratio = dice_ratio(
-        (weights * statistics.intersection).sum(dim=1),
-        (weights * (statistics.prediction + statistics.target)).sum(dim=1),
-        smooth_nr,
-        smooth_dr,
+        (weights * statistics.intersection).sum(dim=1), (weights * total).sum(dim=1), smooth_nr, smooth_dr
     )
     if normalize_weights:
         complement = complement_statistics(statistics)
         alpha = torch.where(scored, class_weights, torch.zeros_like(class_weights)).to(weights.dtype)
         alpha = alpha / alpha.sum().clamp_min(torch.finfo(alpha.dtype).tiny)
+        # The complements' false positives are the original false negatives: the weights swap.
+        complement_total = tversky_total(
+            complement.intersection, complement.prediction, complement.target, tversky_beta, tversky_alpha
+        )
         complement_ratio = dice_ratio(
-            (alpha * complement.intersection).sum(dim=1),
-            (alpha * (complement.prediction + complement.target)).sum(dim=1),
-            smooth_nr,
-            smooth_dr,
+            (alpha * complement.intersection).sum(dim=1), (alpha * complement_total).sum(dim=1), smooth_nr, smooth_dr
         )
         ratio = torch.where(empty.squeeze(1), complement_ratio, ratio)
-    return 1.0 - ratio
+    return focal(1.0 - ratio, focal_exponent)
 
 
 class ClassWeightedGeneralizedDiceLoss(OverlapLoss):
@@ -132,6 +141,12 @@ class ClassWeightedGeneralizedDiceLoss(OverlapLoss):
         max_weight_ratio: cap R on the ratio between two non-zero class weights of a row (each class
             gets at least ``max_c w_c / R``); ``None`` (default) is Sudre's GDL. Square weights alone
             let a tiny class outweigh a large organ ~10⁴-fold, which drops the organ from the loss.
+        tversky_alpha: weight α >= 0 of the false positives (default ½).
+        tversky_beta: weight β >= 0 of the false negatives (default ½; β > α favours recall, e.g. 0.3 / 0.7
+            for small lesions). α = β = ½ is the Dice exactly; α = β = 1 the Jaccard index.
+        focal_exponent: γ > 0, the row loss is raised to this power (default 1: off). Below 1 it raises
+            the gradient of rows whose loss is already small (Abraham & Khan's Focal Tversky: 0.75, their
+            γ = 4/3); above 1 it concentrates on rows with large losses.
 
     Raises:
         ValueError: on bad arguments at construction; on shape mismatches, wrong class-weight count or
@@ -156,6 +171,9 @@ class ClassWeightedGeneralizedDiceLoss(OverlapLoss):
         ignore_index: int | None = None,
         validate_labels: bool = True,
         max_weight_ratio: float | None = None,
+        tversky_alpha: float = 0.5,
+        tversky_beta: float = 0.5,
+        focal_exponent: float = 1.0,
     ) -> None:
         super().__init__(
             include_background=include_background,
@@ -171,6 +189,9 @@ class ClassWeightedGeneralizedDiceLoss(OverlapLoss):
             class_weights=class_weights,
             ignore_index=ignore_index,
             validate_labels=validate_labels,
+            tversky_alpha=tversky_alpha,
+            tversky_beta=tversky_beta,
+            focal_exponent=focal_exponent,
         )
         self.w_type = choose_option("w_type", w_type, W_TYPES)
         self.normalize_weights = bool(normalize_weights)
@@ -189,4 +210,7 @@ class ClassWeightedGeneralizedDiceLoss(OverlapLoss):
             self.smooth_nr,
             self.smooth_dr,
             self.max_weight_ratio,
+            self.tversky_alpha,
+            self.tversky_beta,
+            self.focal_exponent,
         )

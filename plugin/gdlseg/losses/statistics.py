@@ -353,21 +353,6 @@ def reduce_over_batch(statistics: ClassStatistics) -> ClassStatistics:
     return ClassStatistics(*summed)
 
 
-def dice_ratio(
-    weighted_intersection: torch.Tensor,
-    weighted_total: torch.Tensor,
-    smooth_nr: float,
-    smooth_dr: float,
-) -> torch.Tensor:
-    """``(2·I + smooth_nr) / (P + T + smooth_dr)``, defined as 1 where the denominator is 0
-    (nothing to score and no smoothing): an empty row then costs nothing."""
-    numerator = 2.0 * weighted_intersection + smooth_nr
-    denominator = weighted_total + smooth_dr
-    defined = denominator != 0
-    safe = torch.where(defined, denominator, torch.ones_like(denominator))
-    return torch.where(defined, numerator / safe, torch.ones_like(numerator))
-
-
 def hard_label_statistics(
     prediction: torch.Tensor,
     reference: torch.Tensor,

@@ -2,8 +2,9 @@
 
 The dataset's digest is the start of the datalist fingerprint (the SHA-256 of the datalist file, cut to
 the 32 hex digits MLflow's store holds); its source is the datalist's file name; its profile holds the
-fingerprint, the case counts and the case names of each list (scan file names without extension, or
-DICOM series folder names), never a folder.
+fingerprint, the case counts and the case names of each list (:func:`~gdlseg.data.datalist.case_name`:
+scan file names without extension, DICOM series folder names, or for a list of channel files channel
+0's name without nnU-Net's ``_0000``), never a folder.
 """
 
 from __future__ import annotations
@@ -43,6 +44,6 @@ def datalist_dataset(datalist: os.PathLike | str, name: str = "datalist") -> dic
 def _case(item: Any) -> str:
     """The case name of a datalist entry (``{"image": …}`` or a bare image path)."""
     image = item.get("image", "") if isinstance(item, dict) else item
-    if isinstance(image, list):  # several channels: the first one names the case
-        image = image[0] if image else ""
+    if isinstance(image, list):  # one file per channel: named as inference names its outputs
+        return case_name([str(path) for path in image]) if image else ""
     return case_name(str(image))
