@@ -29,6 +29,7 @@ import json
 import multiprocessing
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -42,10 +43,11 @@ DEFAULT_RECIPES = ["bundle", "previous_default", "unet_baseline"]
 SLOWED = 1.25  # a run whose s/step exceeds its recipe's median by this factor shared the CPU with other work
 
 
-def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    """The command line; a ``ct`` task without a prepared dataset is a usage error naming the folder."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=["organs", "ct"], choices=["organs", "ct"])
+def parse_arguments(argv: list[str] | None, defaults: dict | None = None, doc: str | None = None) -> argparse.Namespace:
+    """The command line (``defaults``: other defaults, as ``scripts/bench_recipe.py`` sets them); a ``ct`` task
+    without a prepared dataset is a usage error naming the folder."""
+    parser = argparse.ArgumentParser(description=doc or __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=["organs", "ct"], choices=["organs", "channels", "ct"])
     parser.add_argument("--recipes", nargs="+", default=DEFAULT_RECIPES, choices=list(RECIPES))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--minutes", type=float, default=4.0, help="training time per run")
@@ -56,6 +58,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=Path("results/bench_learning"))
     parser.add_argument("--reuse", type=Path, help="an earlier <output>.json whose runs of the same budget count")
     parser.add_argument("--report-from", type=Path, help="re-render an earlier <output>.json, training nothing")
+    parser.set_defaults(**(defaults or {}))
     args = parser.parse_args(argv)
     if "ct" in args.tasks and args.report_from is None and not (args.real_ct / "dataset.json").is_file():
         parser.error(f"--real-ct {args.real_ct}: no dataset.json; run scripts/prepare_totalseg_reference.py first.")
@@ -213,11 +216,11 @@ def goal_lines(output: dict) -> list[str]:
     return ["", "## Goal: the bundle default at least the UNet baseline on every class", "", *lines] if lines else []
 
 
-def markdown_report(output: dict) -> str:
-    """The tables of ``<output>.md``: the goal, then per task Dice at the time and at the step budget."""
+def markdown_report(output: dict, goals: Callable[[dict], list[str]] = goal_lines) -> str:
+    """The tables of ``<output>.md``: the ``goals``, then per task Dice at the time and at the step budget."""
     settings, machine = output["settings"], output["machine"]
     lines = [
-        "# Learning efficiency: held-out Dice within a fixed training time",
+        output.get("title", "# Learning efficiency: held-out Dice within a fixed training time"),
         "",
         f"`{output['command']}` — {machine.get('cpu', 'CPU')}, one torch thread per run, "
         f"{machine['parallel_runs']} runs side by side; {settings['minutes']:g} min of training per run "
@@ -239,7 +242,7 @@ def markdown_report(output: dict) -> str:
             "",
             *(f"`{a}` trains exactly as `{b}` (same settings): measured once, listed twice." for a, b in twins.items()),
         ]
-    lines += goal_lines(output)
+    lines += goals(output)
     for task, recipes in output["summary"].items():
         names = next(iter(recipes.values()))["class_names"][1:]
         for key, title in (
@@ -306,12 +309,12 @@ def plot(output: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def write_report(output: dict, prefix: str) -> None:
+def write_report(output: dict, prefix: str, goals: Callable[[dict], list[str]] = goal_lines) -> None:
     """``<prefix>.json``, ``.md`` and ``.png``, each written atomically."""
     from gdlseg.data.atomic import write_json_atomically, write_text_atomically
 
     output["summary"] = summarise(output["runs"])
-    report = markdown_report(output)
+    report = markdown_report(output, goals)
     print(report)
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomically(prefix + ".json", output)
@@ -319,16 +322,25 @@ def write_report(output: dict, prefix: str) -> None:
     plot(output, Path(prefix + ".png"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Train what is not read back, then write the report; ``--report-from`` only re-renders."""
-    args = parse_arguments(argv)
+def main(
+    argv: list[str] | None = None,
+    defaults: dict | None = None,
+    doc: str | None = None,
+    goals: Callable[[dict], list[str]] = goal_lines,
+    title: str | None = None,
+) -> int:
+    """Train what is not read back, then write the report; ``--report-from`` only re-renders. ``defaults``,
+    ``doc``, ``goals`` and ``title`` let another benchmark (``scripts/bench_recipe.py``) reuse the machinery."""
+    args = parse_arguments(argv, defaults, doc)
     if args.report_from is not None:
-        write_report(json.loads(args.report_from.read_text()), str(args.report_from.with_suffix("")))
+        write_report(json.loads(args.report_from.read_text()), str(args.report_from.with_suffix("")), goals)
         return 0
     started = time.perf_counter()
     runs, read_back = run_all(args)
+    script = Path(sys.argv[0]).name if argv is None else "bench_learning.py"
     output = {
-        "command": "python scripts/bench_learning.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": f"python scripts/{script} " + " ".join(sys.argv[1:] if argv is None else argv),
+        **({"title": title} if title else {}),
         "machine": {**machine_description(), "torch_threads": 1, "parallel_runs": args.workers},
         "wall_seconds": time.perf_counter() - started,
         "runs_read_back": read_back,
@@ -343,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "runs": runs,
     }
-    write_report(output, str(args.output))
+    write_report(output, str(args.output), goals)
     return 0
 
 

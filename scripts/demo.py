@@ -1,6 +1,6 @@
 """End-to-end demonstration: synthetic phantoms → training → evaluation → segmentation, all tracked.
 
-    python scripts/demo.py [--workdir demo] [--epochs 40] [--max-minutes 6]
+    python scripts/demo.py [--workdir demo] [--epochs 40] [--max-minutes 6] [--amp auto]
 
 Runs the segresnet_gdl bundle with ``python -m monai.bundle run`` exactly as a user would (training,
 evaluation), then ``gdlseg infer`` on the test scans, on CPU unless a GPU is present, and prints the
@@ -37,6 +37,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("demo"))
     parser.add_argument("--epochs", help="training epochs (default: the bundle's, from the data and the device)")
     parser.add_argument("--max-minutes", type=float, default=6.0, help="training time limit (the bundle's max_minutes)")
+    parser.add_argument(
+        "--amp", default="auto", help="the bundle's amp: auto (bf16 on a CPU with native bf16), true, false"
+    )
     args = parser.parse_args()
     workdir = args.workdir.resolve()
     dataset, output = workdir / "data", workdir / "outputs"
@@ -53,6 +56,7 @@ def main() -> None:
         "pixdim": "[1.5,1.5,2.5]",
         "ct_window": "[-160,240]",
         "num_workers": 0,
+        "amp": args.amp,
     }
     budget = {"max_minutes": args.max_minutes, **({"max_epochs": args.epochs} if args.epochs else {})}
     bundle_run(["train.yaml"], {**common, **budget, "experiment_name": "gdlseg-demo"})

@@ -1,12 +1,14 @@
 """Phantoms with controlled class imbalance for ``scripts/bench_imbalance.py`` (benchmark-only code).
 
-Two tasks on cubic volumes of ``size`` voxels (isotropic, identity geometry; intensities in HU,
+Three tasks on cubic volumes of ``size`` voxels (isotropic, identity geometry; intensities in HU,
 windowed to ``[0, 1]``):
 
 - ``organs`` — 4 classes: background; a large organ (ellipsoid, ~7–11 % of the voxels); a thin
   structure (two winding tubes of radius 3.2 voxels, ~0.9 %); a tiny low-contrast lesion inside the organ
   (ellipsoid of radius 3.0–3.8 voxels: 0.04–0.09 % of a 64³ volume, 25 HU darker than the organ
   under white noise of σ = 15 HU plus a smooth texture of σ ≈ 5 HU: contrast-to-noise ≈ 1.6).
+- ``channels`` — the ``organs`` labels in two channels, each class visible in only one of them
+  (:func:`two_channel_organ_case`), for ``scripts/bench_recipe.py``'s multi-channel task.
 - ``many`` — 24 classes: background and 23 blobs of fixed radius per class (2.5–8 voxels, so class
   volumes differ ~30×), each class with its own intensity (60–2260 HU, 100 HU apart, σ = 15 HU noise),
   placed at random non-overlapping positions. A patch of an eighth of the volume holds only a few
@@ -30,7 +32,7 @@ MANY_WINDOW = (-100.0, 2400.0)
 
 @dataclass(frozen=True)
 class Task:
-    """Training and held-out cases of one task: images ``(N, 1, S, S, S)`` float32 in [0, 1],
+    """Training and held-out cases of one task: images ``(N, C, S, S, S)`` float32 in [0, 1],
     labels ``(N, 1, S, S, S)`` int64."""
 
     name: str
@@ -98,6 +100,26 @@ def organ_case(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return _window(image, ORGAN_WINDOW), labels
 
 
+def two_channel_organ_case(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """An ``organs`` phantom's labels seen through two channels, each class visible in only one:
+    channel 0 shows the organ (60 HU) and the lesion (35 HU) but not the vessel (body, 0 HU); channel 1
+    shows the vessel (180 HU) and nothing else. Same texture and noise as :func:`organ_case`, drawn
+    independently per channel. Returns ``(image (2, S, S, S) float32 in [0, 1], labels uint8)``."""
+    _, labels = organ_case(size, seed)
+    rng = np.random.default_rng(seed + 7919)
+    body = _body(_grid(size))
+    channels = []
+    for values in ({1: 60.0, 3: 35.0}, {2: 180.0}):
+        image = np.where(body, 0.0, -1000.0).astype(np.float32)
+        for label, hounsfield in values.items():
+            image[labels == label] = hounsfield
+        texture = gaussian_filter(rng.normal(0.0, 1.0, size=image.shape), sigma=2.0)
+        image += (5.0 / max(float(texture.std()), 1e-6)) * texture * body
+        image += rng.normal(0.0, 15.0, size=image.shape)
+        channels.append(_window(image, ORGAN_WINDOW))
+    return np.stack(channels), labels
+
+
 def _many_class_radii(count: int) -> np.ndarray:
     """Radius in voxels (at 64³) of each foreground class, a fixed shuffle of 2.5…8 so that size and
     intensity are unrelated."""
@@ -135,16 +157,18 @@ def many_class_case(size: int, seed: int, num_classes: int = MANY_CLASS_COUNT) -
 
 
 def build_task(name: str, size: int, train_cases: int, test_cases: int, seed: int = 0) -> Task:
-    """The training and held-out cases of task ``name`` ("organs" or "many"); held-out cases use
+    """The training and held-out cases of task ``name`` ("organs", "channels" or "many"); held-out cases use
     their own seeds, disjoint from the training ones."""
     if name == "organs":
         make, class_names = organ_case, ORGAN_CLASS_NAMES
+    elif name == "channels":
+        make, class_names = two_channel_organ_case, ORGAN_CLASS_NAMES
     elif name == "many":
         make, class_names = many_class_case, ["background"] + [f"c{k:02d}" for k in range(1, MANY_CLASS_COUNT)]
     else:
-        raise ValueError(f"unknown task {name!r}: expected 'organs' or 'many'.")
+        raise ValueError(f"unknown task {name!r}: expected 'organs', 'channels' or 'many'.")
     cases = [make(size, seed * 100_000 + index) for index in range(train_cases + test_cases)]
-    images = np.stack([image for image, _ in cases])[:, None]
+    images = np.stack([image if image.ndim == 4 else image[None] for image, _ in cases])
     labels = np.stack([label for _, label in cases])[:, None].astype(np.int64)
     return Task(
         name=name,

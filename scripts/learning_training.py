@@ -18,13 +18,13 @@ import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from imbalance_phantoms import random_flips
+from gdlseg.precision import cpu_has_native_bf16
+from learning_tasks import AUGMENT_SWITCHES, PatchSampler, Task, bundle_augmentation, load_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,12 +46,16 @@ class Recipe:
     loss: str = "gdl_ce"  # gdl_ce (the bundle's) | dicece (MONAI DiceCELoss)
     channels_last: bool = False
     bf16: bool = False  # CPU autocast to bfloat16
+    augment: bool = False  # the bundle's spatial, intensity and low-resolution augmentation (learning_tasks.py)
     extra: dict = field(default_factory=dict, compare=False)
 
 
 def bundle_recipe() -> Recipe:
-    """The recipe ``bundles/segresnet_gdl/configs/train.yaml`` trains with on CPU (its defaults resolved)."""
+    """The recipe ``bundles/segresnet_gdl/configs/train.yaml`` trains with on this machine's CPU (its
+    defaults resolved: bf16 where ``amp: auto`` chooses it, the deep supervision and augmentation switches)."""
     from monai.bundle import ConfigParser
+
+    from gdlseg.settings import switch
 
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundles" / "segresnet_gdl" / "configs" / "train.yaml"))
@@ -61,16 +65,15 @@ def bundle_recipe() -> Recipe:
         return parser.get_parsed_content(key) if key in parser else None
 
     preset = value("recipe_settings") or {}
-    target = parser.get("network_def")["_target_"].rsplit(".", 1)[-1].lower()
-    network = "segresnetds" if target == "segresnetds" else "segresnet"
-    norm = value("network_def#norm") or "group"
-    norm = norm[0] if isinstance(norm, (list, tuple)) else norm
+    deep_supervision = switch(value("deep_supervision") or False, "deep_supervision")
+    norm = value("norm") or "group"
+    augment = [switch(value(name) or False, name) for name in AUGMENT_SWITCHES]
     return Recipe(
-        network=network,
-        init_filters=int(value("network_def#init_filters")),
-        blocks_down=tuple(value("network_def#blocks_down")),
+        network="segresnetds" if deep_supervision else "segresnet",
+        init_filters=int(value("init_filters")),
+        blocks_down=(1, 2, 2, 4),
         norm=str(norm).lower(),
-        deep_supervision=bool(preset.get("deep_supervision", False)),
+        deep_supervision=deep_supervision,
         optimizer=parser.get("optimizer")["_target_"].rsplit(".", 1)[-1].lower(),
         learning_rate=float(value("learning_rate")),
         schedule="warmup_cosine",
@@ -78,6 +81,8 @@ def bundle_recipe() -> Recipe:
         sampling="classes",
         loss="gdl_ce",
         channels_last=bool(preset.get("channels_last", False)),
+        bf16=value("precision") == "bfloat16",
+        augment=all(augment),
     )
 
 
@@ -95,6 +100,8 @@ UNET_BASELINE = Recipe(
 )
 _FAST = Recipe(init_filters=8, learning_rate=3e-3, patches=2, optimizer="adam", channels_last=True)
 _CPU_FAST = replace(_FAST, optimizer="adamw", norm="batch")  # the bundle's cpu_fast recipe
+_CPU_DEFAULT = replace(_CPU_FAST, bf16=cpu_has_native_bf16())
+_STRONGER = replace(_CPU_DEFAULT, network="segresnetds", deep_supervision=True, augment=True)
 RECIPES: dict[str, Recipe | None] = {
     "bundle": None,  # resolved by bundle_recipe()
     "previous_default": PREVIOUS_DEFAULT,
@@ -135,6 +142,13 @@ RECIPES: dict[str, Recipe | None] = {
     "cpu_fast_ds": replace(_CPU_FAST, network="segresnetds", deep_supervision=True),
     "cpu_fast_no_channels_last": replace(_CPU_FAST, channels_last=False),
     "cpu_fast_bf16": replace(_CPU_FAST, bf16=True),
+    # scripts/bench_recipe.py: the CPU default as shipped before deep supervision and augmentation (bf16 where
+    # the CPU has it natively, as amp: auto), the stronger recipe, each with the bundle's loss and MONAI's DiceCE
+    "recipe_today": _CPU_DEFAULT,
+    "recipe_today_dicece": replace(_CPU_DEFAULT, loss="dicece"),
+    "recipe_augment": replace(_CPU_DEFAULT, augment=True),  # one element of the stronger recipe at a time
+    "recipe_new": _STRONGER,
+    "recipe_new_dicece": replace(_STRONGER, loss="dicece"),
 }
 
 
@@ -158,132 +172,23 @@ def resolve_recipe(name: str) -> Recipe:
     return bundle_recipe() if RECIPES[name] is None else RECIPES[name]
 
 
-# --- tasks ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Task:
-    """Training and held-out volumes: lists of ``(1, X, Y, Z)`` float32 images in [0, 1] and int64 labels."""
-
-    name: str
-    class_names: list[str]
-    patch: tuple[int, int, int]
-    train_images: list[np.ndarray]
-    train_labels: list[np.ndarray]
-    test_images: list[np.ndarray]
-    test_labels: list[np.ndarray]
-
-
-@lru_cache(maxsize=2)
-def load_task(name: str, real_ct: str | None = None) -> Task:
-    """``organs``: the imbalance phantoms (12 training, 4 held-out 64³ volumes, 48³ patches);
-    ``ct``: the two real CTs of ``scripts/prepare_totalseg_reference.py`` at 3 mm, trained on one subject and
-    tested on the other, 64 × 64 × 32 patches."""
-    if name == "organs":
-        from imbalance_phantoms import build_task
-
-        task = build_task("organs", 64, 12, 4, 0)
-        return Task(
-            "organs",
-            task.class_names,
-            (48, 48, 48),
-            list(task.train_images),
-            list(task.train_labels),
-            list(task.test_images),
-            list(task.test_labels),
-        )
-    if name == "ct":
-        if real_ct is None:
-            raise ValueError("task 'ct' needs --real-ct (the folder scripts/prepare_totalseg_reference.py wrote).")
-        return _real_ct_task(Path(real_ct))
-    raise ValueError(f"unknown task {name!r}: expected organs or ct.")
-
-
-def _real_ct_task(folder: Path) -> Task:
-    import json
-
-    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, ScaleIntensityRanged, Spacingd
-
-    dataset = json.loads((folder / "dataset.json").read_text())
-    class_names = [dataset["labels"][str(index)] for index in range(len(dataset["labels"]))]
-    load = Compose(
-        [
-            LoadImaged(keys=["image", "label"], image_only=True),
-            EnsureChannelFirstd(keys=["image", "label"]),
-            Orientationd(keys=["image", "label"], axcodes="RAS", labels=None),
-            Spacingd(keys=["image", "label"], pixdim=(3.0, 3.0, 3.0), mode=("bilinear", "nearest")),
-            ScaleIntensityRanged(keys="image", a_min=-200, a_max=300, b_min=0.0, b_max=1.0, clip=True),
-        ]
-    )
-
-    def cases(split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        loaded = [load({key: str(folder / entry[key]) for key in ("image", "label")}) for entry in dataset[split]]
-        images = [np.asarray(case["image"], dtype=np.float32) for case in loaded]
-        return images, [np.asarray(case["label"]).round().astype(np.int64) for case in loaded]
-
-    train_images, train_labels = cases("training")
-    test_images, test_labels = cases("validation")
-    return Task("ct", class_names, (64, 64, 32), train_images, train_labels, test_images, test_labels)
-
-
-class PatchSampler:
-    """Random patches with flips on all three axes; volumes smaller than the patch are zero-padded.
-
-    ``classes``: centred on a voxel of a class drawn uniformly among those present in the case (MONAI
-    ``RandCropByLabelClassesd``, equal ratios: the bundle's); ``posneg``: centred on a foreground or a
-    background voxel with equal odds (``RandCropByPosNegLabeld``, pos = neg = 1: MONAI's tutorials)."""
-
-    def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], patch: tuple[int, ...], mode: str) -> None:
-        if mode not in ("classes", "posneg"):
-            raise ValueError(f"sampling must be classes or posneg, got {mode!r}.")
-        self.patch, self.mode = np.array(patch), mode
-        self.images = [self._pad(image) for image in images]
-        self.labels = [self._pad(label) for label in labels]
-        self.voxels = []
-        for label in self.labels:
-            flat = label[0].ravel()
-            if mode == "classes":
-                self.voxels.append([v for v in (np.flatnonzero(flat == c) for c in np.unique(flat)) if v.size])
-            else:
-                self.voxels.append([np.flatnonzero(flat > 0), np.flatnonzero(flat == 0)])
-
-    def _pad(self, volume: np.ndarray) -> np.ndarray:
-        missing = np.maximum(self.patch - np.array(volume.shape[1:]), 0)
-        return np.pad(volume, [(0, 0)] + [(m // 2, m - m // 2) for m in missing])
-
-    def batch(self, rng: np.random.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = [], []
-        for _ in range(size):
-            case = int(rng.integers(len(self.images)))
-            shape = np.array(self.labels[case].shape[1:])
-            groups = [group for group in self.voxels[case] if group.size]
-            voxels = groups[rng.integers(len(groups))]
-            centre = np.array(np.unravel_index(voxels[rng.integers(voxels.size)], tuple(shape)))
-            corner = np.clip(centre - self.patch // 2, 0, shape - self.patch)
-            window = (slice(None), *(slice(c, c + p) for c, p in zip(corner, self.patch)))
-            image, label = random_flips(rng, self.images[case][window], self.labels[case][window])
-            images.append(image)
-            labels.append(label)
-        return torch.from_numpy(np.ascontiguousarray(np.stack(images))), torch.from_numpy(np.stack(labels).copy())
-
-
 # --- network, loss, optimiser -------------------------------------------------------------------------
 
 
-def build_network(recipe: Recipe, num_classes: int) -> torch.nn.Module:
-    """The recipe's network for one input channel and ``num_classes`` outputs (logits; a list of them,
+def build_network(recipe: Recipe, num_classes: int, in_channels: int = 1) -> torch.nn.Module:
+    """The recipe's network for ``in_channels`` inputs and ``num_classes`` outputs (logits; a list of them,
     finest first, for SegResNetDS with deep supervision)."""
     from monai.networks.nets import SegResNet, SegResNetDS, UNet
 
     norm = {"group": ("group", {"num_groups": 8}), "instance": "instance", "batch": "batch"}[recipe.norm]
     if recipe.network == "unet":
         channels = tuple(recipe.init_filters * 2**level for level in range(4))
-        return UNet(3, 1, num_classes, channels, (2, 2, 2), num_res_units=1)
+        return UNet(3, in_channels, num_classes, channels, (2, 2, 2), num_res_units=1)
     if recipe.network == "segresnetds":
         return SegResNetDS(
             3,
             recipe.init_filters,
-            1,
+            in_channels,
             num_classes,
             blocks_down=recipe.blocks_down,
             norm=norm,
@@ -291,7 +196,7 @@ def build_network(recipe: Recipe, num_classes: int) -> torch.nn.Module:
         )
     blocks_up = (1,) * (len(recipe.blocks_down) - 1)
     return SegResNet(
-        3, recipe.init_filters, 1, num_classes, blocks_down=recipe.blocks_down, blocks_up=blocks_up, norm=norm
+        3, recipe.init_filters, in_channels, num_classes, blocks_down=recipe.blocks_down, blocks_up=blocks_up, norm=norm
     )
 
 
@@ -390,12 +295,13 @@ def run(
     num_classes = len(task.class_names)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    network = build_network(recipe, num_classes)
+    network = build_network(recipe, num_classes, task.channels)
     if recipe.channels_last:
         network = network.to(memory_format=torch.channels_last_3d)
     loss_function = build_loss(recipe, task.train_labels, num_classes)
     optimizer = build_optimizer(recipe, network)
-    sampler = PatchSampler(task.train_images, task.train_labels, task.patch, recipe.sampling)
+    augment = bundle_augmentation(task.patch, task.channels, seed) if recipe.augment else None
+    sampler = PatchSampler(task.train_images, task.train_labels, task.patch, recipe.sampling, augment)
     budget = minutes * 60.0
     planned, step_times = None, []
     curve, losses = [], []
@@ -454,6 +360,9 @@ def run(
         "recipe": recipe_name,
         "settings": settings_record(recipe),
         "class_names": task.class_names,
+        "train_class_voxels": sum(
+            np.bincount(label.ravel(), minlength=num_classes) for label in task.train_labels
+        ).tolist(),
         "seed": seed,
         "diverged": diverged,
         "steps": step,

@@ -32,8 +32,16 @@ from gdlseg.engines.budget import training_epochs, validation_interval
 from gdlseg.engines.checkpoints import entries_to_resume, require_outside_bundle, resume_checkpoint
 from gdlseg.engines.loss_schedule import weight_range
 from gdlseg.engines.plan import plan_files, planned_settings
-from gdlseg.engines.recipes import norm_layer, norm_name, place_network, recipe_settings
-from gdlseg.inference.model import read_training_record
+from gdlseg.engines.recipes import (
+    deep_supervision_of_weights,
+    norm_layer,
+    norm_name,
+    place_network,
+    recipe_settings,
+    training_loss,
+)
+from gdlseg.inference.model import load_state_dict, read_training_record
+from gdlseg.precision import training_precision
 from gdlseg.settings import switch
 from gdlseg.tracking.params import module_hyperparameters, optimizer_hyperparameters, scheduler_hyperparameters
 from gdlseg.tracking.store import default_tracking_uri
@@ -68,8 +76,11 @@ __all__ = [
     "segmentable_cases",
     "split_datalist",
     "switch",
+    "trained_deep_supervision",
     "trained_setting",
     "training_epochs",
+    "training_loss",
+    "training_precision",
     "validation_interval",
     "weight_range",
 ]
@@ -107,3 +118,15 @@ def trained_setting(checkpoint: os.PathLike | str | None, key: str, default: Any
             f"and at least one class, got {value!r}."
         )
     return value
+
+
+def trained_deep_supervision(checkpoint: os.PathLike | str | None, default: bool | str) -> bool:
+    """Whether the weights at ``checkpoint`` are a SegResNetDS's (read from the weights, as ``gdlseg infer``
+    does, so models trained before the setting existed load too); ``default`` when there are none yet.
+
+    Raises:
+        ValueError: a checkpoint that is not a weights-only PyTorch file (naming it).
+    """
+    if not checkpoint or not os.path.isfile(checkpoint):
+        return switch(default, "deep_supervision")
+    return deep_supervision_of_weights(load_state_dict(checkpoint))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def switch(value: bool | str | int, name: str) -> bool:
     """A bundle on/off setting: a YAML bool, or a string from the command line (``python -m
@@ -18,3 +20,8 @@ def switch(value: bool | str | int, name: str) -> bool:
     if text in ("false", "no", "off", "0"):
         return False
     raise ValueError(f"{name} must be true or false, got {value!r}.")
+
+
+def is_unset(value: Any) -> bool:
+    """None, or the words a command line or YAML uses for it (``""``, ``none``, ``null``)."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null"))

@@ -33,11 +33,14 @@ def transform_names(parser: ConfigParser) -> set[str]:
     return {type(t).__name__ for t in parser.get_parsed_content("train#crop_and_augment")}
 
 
-def test_the_defaults_add_nothing_and_each_switch_adds_its_transforms(dataset, tmp_path):
-    base = transform_names(pipeline(dataset, tmp_path))
+def test_every_group_is_on_by_default_and_each_switch_removes_its_transforms(dataset, tmp_path):
+    default = transform_names(pipeline(dataset, tmp_path))
+    assert default == ALWAYS | set().union(*SWITCHES.values()) | {"CropForegroundd", "SpatialPadd", "EnsureTyped"}
+    off = {switch: "false" for switch in SWITCHES}  # command-line strings
+    base = transform_names(pipeline(dataset, tmp_path, **off))
     assert ALWAYS <= base and not base & set().union(*SWITCHES.values())
     for switch, added in SWITCHES.items():
-        names = transform_names(pipeline(dataset, tmp_path, **{switch: "true"}))  # a command-line string
+        names = transform_names(pipeline(dataset, tmp_path, **{**off, switch: "true"}))
         assert names - base == added, switch
 
 

@@ -21,6 +21,9 @@ from .conftest import run_bundle, runs_of, sqlite_uri, start_mlflow_server, stop
 # Validation every epoch in both runs: val_interval auto would differ with their max_epochs.
 SAME_SCHEDULE = {"lr_scheduler#t_total": "40", "val_interval": "1"}
 
+# bf16 autocast on (amp true: on any CPU, native bf16 or not), so that resuming is checked with it too.
+MIXED_PRECISION = {"amp": "true"}
+
 # The tests below count iterations: 2 per epoch, as with batches of 2 of the tiny dataset's cases.
 TWO_STEPS_PER_EPOCH = {"batch_size": "2"}
 
@@ -43,7 +46,7 @@ def train_runs(uri: str):
 
 def test_kill_9_then_resume_matches_an_uninterrupted_run_bit_for_bit(bundle, dataset, tmp_path):
     interrupted = tmp_path / "interrupted"
-    common = {"dataset_dir": dataset, **SAME_SCHEDULE}
+    common = {"dataset_dir": dataset, **SAME_SCHEDULE, **MIXED_PRECISION}
     process = run_bundle(
         bundle,
         ["train.yaml"],
@@ -82,6 +85,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run_bit_for_bit(bundle, dat
     assert continued.info.status == "FINISHED"
     assert continued.data.tags["gdlseg.resumed_run_id"] == killed.info.run_id
     assert continued.data.params["resumed_from"] == Path(resume_from).name
+    assert continued.data.params["precision"] == killed.data.params["precision"] == "bfloat16"
     [resumed_dice] = client.get_metric_history(continued.info.run_id, "val_mean_dice")
     reference_client, [reference_run] = train_runs(sqlite_uri(uninterrupted))
     reference_dice = reference_client.get_metric_history(reference_run.info.run_id, "val_mean_dice")

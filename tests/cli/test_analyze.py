@@ -82,3 +82,20 @@ def test_ras_geometry_follows_the_axes_not_the_index_order():
     affine = np.array([[0, 0, -2.5, 10], [-0.8, 0, 0, 5], [0, 0.9, 0, 0], [0, 0, 0, 1.0]])  # voxel x → −A, …
     spacing, shape = ras_geometry(affine, (30, 40, 50))
     assert spacing == pytest.approx([2.5, 0.8, 0.9]) and shape == [50, 30, 40]
+
+
+@pytest.mark.parametrize("layout", ["files", "4d"])
+def test_every_channel_has_its_foreground_intensities(tmp_path, capsys, layout):
+    from tests.data.channels import write_channel_dataset
+
+    data, output = tmp_path / "data", tmp_path / "analysis"
+    write_channel_dataset(data, layout, training=3, test=0)
+    assert main(["analyze", str(data), "--output", str(output)]) == 0
+    fingerprint = json.loads((output / "fingerprint.json").read_text())
+    first, second = fingerprint["intensity_foreground_by_channel"]
+    assert fingerprint["intensity_foreground"] == first
+    assert 150 < second["mean"] < 650  # the MR-like channel: foreground signal 250–700, far from channel 0's HU
+    assert abs(second["mean"] - first["mean"]) > 100
+    assert all(len(case["intensity_foreground_by_channel"]) == 2 for case in fingerprint["cases"])
+    err = capsys.readouterr().err
+    assert "T2: foreground intensity 0.5–99.5th percentile" in err

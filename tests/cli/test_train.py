@@ -130,6 +130,18 @@ def test_the_recipe_and_budget_options_become_bundle_ids(dataset, tmp_path):
     assert "--recipe standard --max_epochs 40 --max_minutes 30.0 --early_stopping_patience 5" in result.stderr
 
 
+def test_the_recipe_element_options_become_bundle_ids(dataset, tmp_path):
+    arguments = ["--no-deep-supervision", "--augment", "spatial", "low-resolution", "--amp", "false", "--dry-run"]
+    result = gdlseg("train", "--dataset", str(dataset), "--output", str(tmp_path), *arguments)
+    assert result.returncode == 0, result.stderr
+    expected = (
+        "--deep_supervision false --augment_spatial true --augment_intensity false --simulate_low_resolution true"
+    )
+    assert f"{expected} --amp false" in result.stderr
+    none = gdlseg("train", "--dataset", str(dataset), "--output", str(tmp_path), "--augment", "none", "--dry-run")
+    assert "--augment_spatial false --augment_intensity false --simulate_low_resolution false" in none.stderr
+
+
 def test_missing_dataset_folder_is_a_usage_error(tmp_path):
     result = gdlseg("train", "--dataset", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out"))
     assert result.returncode == 2 and "nowhere" in result.stderr and "not a folder" in result.stderr

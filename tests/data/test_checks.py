@@ -100,7 +100,10 @@ def test_affine_mismatch_beyond_the_tolerance(dataset):
     shifted[0, 3] += 2.0
     replace(dataset, "labelsTr/phantom_002.nii.gz", np.asarray(label.dataobj), shifted)
     [problem] = problems_of(dataset)
-    assert problem.startswith("phantom_002: image and label affines differ by up to 2 mm (tolerance 0.001 mm)")
+    assert problem.startswith(
+        "phantom_002: the label does not lie on the image's voxel grid (tolerance 0.001 mm): origin ("
+    )
+    assert "(label) vs (" in problem and "(image)" in problem
     assert check_dataset(dataset / "dataset.json", dataset, 4, affine_tolerance=2.5) == []
 
 

@@ -58,3 +58,26 @@ def test_channels_last_changes_the_memory_format_not_the_values():
     with torch.no_grad():
         torch.testing.assert_close(fast(volume), plain(volume), rtol=1e-4, atol=1e-5)
     assert norm_layer(("GROUP", {"num_groups": 4})) == ("GROUP", {"num_groups": 4})
+
+
+def test_the_one_network_definition_with_and_without_deep_supervision():
+    from monai.networks.nets import SegResNetDS
+
+    from gdlseg.engines.recipes import deep_supervision_of_weights, segresnet, training_loss
+    from gdlseg.losses import DeepSupervisionLoss, GeneralizedDiceCELoss
+
+    plain = segresnet(2, 3, 8, "batch")
+    supervised = segresnet(2, 3, 8, "batch", deep_supervision="true")  # a command-line string
+    assert type(plain) is SegResNet and isinstance(supervised, SegResNetDS)
+    assert not deep_supervision_of_weights(plain.state_dict()) and deep_supervision_of_weights(supervised.state_dict())
+    image = torch.rand(1, 2, 16, 16, 16)
+    scales = supervised.train()(image)
+    assert [tuple(output.shape[2:]) for output in scales] == [(16, 16, 16), (8, 8, 8), (4, 4, 4)]
+    assert supervised.eval()(image).shape == plain.eval()(image).shape == (1, 3, 16, 16, 16)
+
+    loss = GeneralizedDiceCELoss(softmax=True, to_onehot_y=True)
+    assert training_loss(loss, False) is loss
+    wrapped = training_loss(loss, "yes")
+    assert isinstance(wrapped, DeepSupervisionLoss) and wrapped.loss is loss
+    with pytest.raises(ValueError, match="deep_supervision must be true or false"):
+        segresnet(1, 2, 8, deep_supervision="maybe")

@@ -9,6 +9,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "bench_learning.py"
 sys.path.insert(0, str(SCRIPT.parent))
 
+from gdlseg.precision import cpu_has_native_bf16  # noqa: E402
 from learning_training import RECIPES, bundle_recipe  # noqa: E402
 
 
@@ -16,7 +17,8 @@ def test_the_bundle_recipe_is_what_train_yaml_trains_with_on_a_cpu():
     recipe = bundle_recipe()
     assert (recipe.network, recipe.init_filters, recipe.norm, recipe.optimizer) == ("segresnet", 8, "batch", "adamw")
     assert (recipe.learning_rate, recipe.patches, recipe.channels_last) == (3e-3, 2, True)
-    assert recipe == RECIPES["cpu_fast_batch_norm"]  # the benchmark's twin of the default
+    # the benchmark's twin of the default: cpu_fast with the bundle's augmentation, bf16 where amp: auto chooses it
+    assert recipe == RECIPES["recipe_augment"] and recipe.augment and recipe.bf16 == cpu_has_native_bf16()
 
 
 def test_tiny_run_writes_json_markdown_and_plot(tmp_path):

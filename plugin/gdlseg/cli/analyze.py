@@ -83,6 +83,13 @@ def _print_summary(fingerprint: dict, output: Path) -> None:
         f"  shape (R A S): median {fingerprint['shape']['median']}",
         f"  suggested pixdim {suggested['pixdim']}: median shape there {suggested['shape_at_pixdim']['median']}",
     ]
+    channel_names = fingerprint["channel_names"] or [f"channel {k}" for k in range(fingerprint["in_channels"])]
+    for name, stats in zip(channel_names, fingerprint["intensity_foreground_by_channel"]):
+        if stats:
+            lines.append(
+                f"  {name}: foreground intensity 0.5–99.5th percentile "
+                f"{stats['percentile_00_5']:.4g} … {stats['percentile_99_5']:.4g}, mean {stats['mean']:.4g}"
+            )
     for name, fraction, weight in zip(
         fingerprint["class_names"], fingerprint["class_fraction"], suggested["class_weights"]
     ):

@@ -18,6 +18,13 @@ from pathlib import Path
 
 from gdlseg.cli.common import EXIT_OK, EXIT_SOME_FAILED, UsageError, default_bundle
 
+# --augment's groups and the bundle IDs that switch them on
+AUGMENTATION_GROUPS = {
+    "spatial": "augment_spatial",
+    "intensity": "augment_intensity",
+    "low-resolution": "simulate_low_resolution",
+}
+
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -35,6 +42,23 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--recipe",
         choices=("auto", "cpu_fast", "standard"),
         help="network size, normalisation, learning rate and batch (default auto: cpu_fast on CPU, standard on GPU)",
+    )
+    parser.add_argument(
+        "--deep-supervision",
+        action=argparse.BooleanOptionalAction,
+        help="SegResNetDS with the loss at each output scale (default: the recipe's: on in standard, off in cpu_fast)",
+    )
+    parser.add_argument(
+        "--augment",
+        nargs="+",
+        choices=(*AUGMENTATION_GROUPS, "all", "none"),
+        help="the augmentation groups to use, the others off: spatial (rotation, zoom), intensity (noise, smoothing, "
+        "contrast, gamma), low-resolution simulation; all or none (default: all)",
+    )
+    parser.add_argument(
+        "--amp",
+        choices=("auto", "true", "false"),
+        help="mixed precision (default auto: fp16 on CUDA, bf16 on a CPU with native bf16, else float32)",
     )
     parser.add_argument(
         "--plan",
@@ -145,6 +169,13 @@ def bundle_overrides(args: argparse.Namespace) -> dict[str, str]:
         overrides["num_classes"] = str(len(args.classes))
     if args.recipe is not None:
         overrides["recipe"] = args.recipe
+    if args.deep_supervision is not None:
+        overrides["deep_supervision"] = str(args.deep_supervision).lower()
+    if args.augment is not None:
+        groups = set(AUGMENTATION_GROUPS) if "all" in args.augment else set(args.augment) - {"none"}
+        overrides.update({bundle_id: str(group in groups).lower() for group, bundle_id in AUGMENTATION_GROUPS.items()})
+    if args.amp is not None:
+        overrides["amp"] = args.amp
     if args.plan is not None:
         from gdlseg.engines.plan import PlanError, read_plan
 

@@ -12,8 +12,9 @@ collect every problem instead of stopping at the first:
 - each file, from its header: missing, unreadable, truncated or corrupt (NIfTI verified end to
   end), a DICOM folder with several series or irregular slices, not 3D (a trailing dimension of
   size 1 is a channel and allowed), a zero-size dimension;
-- each case: image and label of different shapes, or affines differing by more than
-  ``affine_tolerance`` mm in any entry (the label would not lie on the image's grid);
+- each case: image and label of different shapes, or a label whose spacing, origin or direction differs
+  from the image's (channel 0's) by more than ``affine_tolerance`` mm (``data/geometry.py``'s rule, the
+  one the channels are checked by: the label would not lie on the image's grid);
 - each file's voxels (only when its header passed): NaN or infinite intensities in the image;
   label values that are negative, not integers, or >= ``num_classes``.
 
@@ -180,8 +181,8 @@ def _label_problem(labels: np.ndarray, num_classes: int | None) -> str | None:
 @dataclass
 class CheckedCase:
     """A case as read by :func:`inspect_case`: its problems, its channel count once its headers pass,
-    and, when it has no problem, channel 0's voxels and the labels (``(x, y, z[, 1])`` arrays as the
-    training pipeline reads them) and channel 0's RAS affine."""
+    and, when it has no problem, every channel's voxels (``image``: ``(x, y, z, channels)``), the labels
+    (``(x, y, z[, 1])`` as the training pipeline reads them) and channel 0's RAS affine."""
 
     name: str
     problems: list[Problem]
@@ -243,11 +244,12 @@ def inspect_case(
     if image.shape[:3] != label.shape[:3]:
         message = f"image and label differ in shape: image {image.shape[:3]}, label {label.shape[:3]}"
         return CheckedCase(name, [Problem(name, "", message)], channels=channels)
-    difference = float(np.abs(image.affine - label.affine).max())
-    if difference > affine_tolerance:
-        message = (
-            f"image and label affines differ by up to {difference:.3g} mm (tolerance {affine_tolerance:g} mm): "
-            "the label does not lie on the image's voxel grid"
+    differences = grid_differences(
+        Grid.from_affine(label.shape, label.affine), reference, affine_tolerance, ("label", "image")
+    )
+    if differences:
+        message = f"the label does not lie on the image's voxel grid (tolerance {affine_tolerance:g} mm): " + "; ".join(
+            differences
         )
         return CheckedCase(name, [Problem(name, "", message)], channels=channels)
     arrays: list[np.ndarray] = []
@@ -263,8 +265,8 @@ def inspect_case(
             problems.append(Problem(name, place, message))
     if problems:
         return CheckedCase(name, problems, channels=channels)
-    first = arrays[0][..., :1] if arrays[0].ndim == 4 else arrays[0]
-    return CheckedCase(name, [], first, arrays[-1], image.affine, channels)
+    voxels = arrays[0] if arrays[0].ndim == 4 else np.stack([a.reshape(a.shape[:3]) for a in arrays[:-1]], axis=-1)
+    return CheckedCase(name, [], voxels, arrays[-1], image.affine, channels)
 
 
 def check_case(

@@ -24,8 +24,8 @@ Suggestions:
   intensity would crop every scan to its labelled organs.
 
 Foreground intensities are pooled from up to ``samples_per_case`` voxels drawn (seeded) from each
-case's labelled voxels; for multi-channel data ``intensity_foreground`` (per case and pooled) describes
-channel 0 only. Case names only, never paths.
+case's labelled voxels: ``intensity_foreground_by_channel`` (per case and pooled) has one entry per
+channel, ``intensity_foreground`` is channel 0's. Case names only, never paths.
 """
 
 from __future__ import annotations
@@ -157,14 +157,21 @@ def dataset_fingerprint(
         if checked.problems:
             failed.append({"case": checked.name, "problems": [str(p) for p in checked.problems]})
             continue
+        if rows and (checked.channels or 1) != rows[0]["channels"]:
+            first, count = rows[0], checked.channels or 1
+            problem = f"{checked.name}: has {count} channel(s), case {first['case']} has {first['channels']}"
+            failed.append({"case": checked.name, "problems": [problem]})
+            continue
         labels = checked.labels.reshape(checked.labels.shape[:3]).astype(np.int64)
-        image = checked.image.reshape(checked.image.shape[:3])
+        image = checked.image  # (x, y, z, channels)
         spacing, shape = ras_geometry(checked.affine, labels.shape)
         voxel_ml = abs(float(np.linalg.det(checked.affine[:3, :3]))) / 1000.0
         class_voxels = np.bincount(labels.ravel())
-        foreground = image[labels > 0]
+        foreground = image[labels > 0].astype(np.float64)  # (voxels, channels)
         rng = np.random.default_rng(seed + index)
-        samples.append(rng.choice(foreground, min(samples_per_case, foreground.size), replace=False))
+        drawn = rng.choice(len(foreground), min(samples_per_case, len(foreground)), replace=False)
+        samples.append(foreground[drawn])
+        by_channel = [_intensity(foreground[:, channel]) for channel in range(foreground.shape[1])]
         counts.append(class_voxels)
         rows.append(
             {
@@ -172,7 +179,8 @@ def dataset_fingerprint(
                 "channels": checked.channels or 1,
                 "shape": shape,
                 "spacing_mm": [round(v, 5) for v in spacing],
-                "intensity_foreground": _intensity(foreground.astype(np.float64)),
+                "intensity_foreground": by_channel[0],
+                "intensity_foreground_by_channel": by_channel,
                 "class_voxels": class_voxels.tolist(),
                 "class_volume_ml": (class_voxels * voxel_ml).round(3).tolist(),
             }
@@ -188,7 +196,8 @@ def dataset_fingerprint(
     spacings = np.array([row["spacing_mm"] for row in rows])
     shapes = np.array([row["shape"] for row in rows])
     pixdim = suggest_pixdim(spacings, shapes)
-    pooled = _intensity(np.concatenate(samples).astype(np.float64))
+    pooled_samples = np.concatenate(samples)
+    pooled = [_intensity(pooled_samples[:, channel]) for channel in range(pooled_samples.shape[1])]
     suggested: dict = {
         "pixdim": pixdim,
         "shape_at_pixdim": _summary(np.round(shapes * spacings / np.array(pixdim)).astype(int)),
@@ -206,7 +215,8 @@ def dataset_fingerprint(
         "axes": "RAS (the order of pixdim and roi_size)",
         "spacing_mm": _summary(spacings),
         "shape": _summary(shapes),
-        "intensity_foreground": pooled,
+        "intensity_foreground": pooled[0],
+        "intensity_foreground_by_channel": pooled,
         "class_voxels": totals.tolist(),
         "class_fraction": (totals / totals.sum()).round(8).tolist(),
         "suggested": suggested,

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from gdlseg.settings import is_unset
+
 logger = logging.getLogger(__name__)
 
 TARGET_STEPS = {"cpu": 1500, "cuda": 25000}
@@ -79,18 +81,13 @@ def _positive(value: Any, name: str) -> int:
     return number
 
 
-def _is_unset(value: Any) -> bool:
-    """None, or the words a command line or YAML uses for it (``""``, ``none``, ``null``)."""
-    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null"))
-
-
 def minutes_limit(max_minutes: float | str | None) -> float | None:
     """``max_minutes`` as a positive number, or None (no limit) for null/none/0.
 
     Raises:
         ValueError: not a number, or negative.
     """
-    if _is_unset(max_minutes):
+    if is_unset(max_minutes):
         return None
     try:
         minutes = float(max_minutes)
@@ -208,7 +205,7 @@ class StopOnPlateau:
     ``EarlyStopHandler`` wraps), recording the reason. ``patience`` None disables it."""
 
     def __init__(self, patience: int | str | None, metric: str = "val_mean_dice", min_delta: float = 0.0) -> None:
-        self.patience = None if _is_unset(patience) else _positive(patience, "early_stopping_patience")
+        self.patience = None if is_unset(patience) else _positive(patience, "early_stopping_patience")
         self.metric, self.min_delta = metric, float(min_delta)
         self.best: float | None = None
         self.waited = 0

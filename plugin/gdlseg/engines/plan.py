@@ -29,12 +29,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from gdlseg.data.datalist import datalist_class_count
 from gdlseg.engines.budget import TARGET_STEPS, training_epochs
 from gdlseg.engines.memory import activation_bytes_per_voxel, device_budget_bytes, training_step_bytes
-from gdlseg.engines.recipes import norm_layer, recipe_settings
+from gdlseg.engines.recipes import recipe_settings, segresnet
+from gdlseg.settings import is_unset
 
 PLAN_FORMAT = "gdlseg-plan/1"
 DIVISOR = 8
@@ -64,20 +63,6 @@ def shrink_to_fit(
         axis = max(shrinkable, key=lambda a: (patch[a] / max(float(median_shape[a]), 1.0), patch[a]))
         patch[axis] -= divisor
     return patch
-
-
-def _network(in_channels: int, num_classes: int, recipe: dict) -> torch.nn.Module:
-    from monai.networks.nets import SegResNet
-
-    return SegResNet(
-        spatial_dims=3,
-        in_channels=in_channels,
-        out_channels=num_classes,
-        init_filters=recipe["init_filters"],
-        blocks_down=(1, 2, 2, 4),
-        blocks_up=(1, 1, 1),
-        norm=norm_layer(recipe["norm"]),
-    )
 
 
 def _intensity(names: Sequence[str], suggested: str | Sequence[str]) -> tuple[str | list[str], str]:
@@ -111,7 +96,9 @@ def make_plan(
     median_shape = suggested["shape_at_pixdim"]["median"]
     patches_per_step = settings["batch_size"] * settings["samples_per_image"]
 
-    network = _network(in_channels, len(class_names), settings)
+    network = segresnet(
+        in_channels, len(class_names), settings["init_filters"], settings["norm"], settings["deep_supervision"]
+    )
     per_voxel = activation_bytes_per_voxel(network, in_channels)
     parameters = sum(parameter.numel() for parameter in network.parameters())
     budget = device_budget_bytes(device_type, memory_gb)
@@ -270,4 +257,4 @@ def plan_files(plan: os.PathLike | str | None) -> list[str]:
 
 def planned_settings_given(plan: os.PathLike | str | None) -> bool:
     """Whether the bundle's ``plan`` ID names a plan (None, "", "none" and "null" do not)."""
-    return not (plan is None or (isinstance(plan, str) and plan.strip().lower() in ("", "none", "null")))
+    return not is_unset(plan)

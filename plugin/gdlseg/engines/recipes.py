@@ -1,11 +1,14 @@
 """Training recipes: the network size, normalisation, learning rate and batch the bundle trains with.
 
 A recipe is a named set of defaults for the bundle IDs ``init_filters``, ``norm``, ``learning_rate``,
-``batch_size``, ``samples_per_image`` and ``channels_last``; an ID given on the command line still wins.
+``batch_size``, ``samples_per_image``, ``channels_last`` and ``deep_supervision``; an ID given on the
+command line still wins. :func:`segresnet` is the network all of them configure.
 ``recipe: auto`` picks by device, because the budget differs by about 50× per optimiser step:
 
-- ``standard`` (CUDA): SegResNet 16 filters, group norm, AdamW 2e-4, 2 volumes × 2 patches per step —
-  the Auto3DSeg-style capacity a GPU affords.
+- ``standard`` (CUDA): SegResNetDS 16 filters with deep supervision, group norm, AdamW 2e-4, 2 volumes × 2
+  patches per step — the Auto3DSeg-style capacity a GPU affords. Deep supervision learnt fastest per
+  step of every lever ``results/bench_learning_variants.md`` measured (3 seeds), and steps, not minutes,
+  bound a GPU run; on a CPU, within minutes, it only tied, so ``cpu_fast`` leaves it off.
 - ``cpu_fast`` (CPU): SegResNet 8 filters (about 4× fewer multiply-adds), batch norm, AdamW 3e-3,
   1 volume × 2 patches per step, weights in channels-last memory (oneDNN's fast 3D convolutions: about
   2× faster per step on CPU, values unchanged). Within a fixed wall-clock budget on 2 CPU cores it takes
@@ -35,6 +38,7 @@ RECIPE_SETTINGS: dict[str, dict[str, Any]] = {
         "batch_size": 2,
         "samples_per_image": 2,
         "channels_last": False,
+        "deep_supervision": True,
     },
     "cpu_fast": {
         "init_filters": 8,
@@ -43,6 +47,7 @@ RECIPE_SETTINGS: dict[str, dict[str, Any]] = {
         "batch_size": 1,
         "samples_per_image": 2,
         "channels_last": True,
+        "deep_supervision": False,
     },
 }
 AUTO_RECIPE = {"cpu": "cpu_fast"}  # any other device type: standard
@@ -98,6 +103,62 @@ def norm_of_weights(state_dict: dict[str, torch.Tensor]) -> str | None:
     """``batch`` when the weights hold batch-norm running statistics, else None (group and instance
     norm leave the same names and shapes, so the weights cannot tell them apart)."""
     return "batch" if any(name.endswith("running_mean") for name in state_dict) else None
+
+
+BLOCKS_DOWN = (1, 2, 2, 4)  # residual blocks per encoder level (Auto3DSeg's SegResNet); three downsamplings
+
+
+def segresnet(
+    in_channels: int,
+    out_channels: int,
+    init_filters: int,
+    norm: str | tuple | list = "group",
+    deep_supervision: bool | str = False,
+) -> torch.nn.Module:
+    """The bundle's network, the one definition that training (``network_def``), inference and ``gdlseg plan``
+    build: MONAI's ``SegResNet`` (blocks 1-2-2-4 down, 1-1-1 up), or with ``deep_supervision`` its
+    ``SegResNetDS`` (same encoder blocks, an output head at each of the three decoder levels: in training
+    mode it returns ``[full, ½, ¼]``-resolution logits for :class:`~gdlseg.losses.DeepSupervisionLoss`, in
+    eval mode the full-resolution logits only). ``norm`` is a name of :data:`NORM_LAYERS` or a MONAI spec.
+
+    Raises:
+        ValueError: an unknown normalisation, or a deep_supervision that is not a true/false spelling.
+    """
+    from monai.networks.nets import SegResNet, SegResNetDS
+
+    if switch(deep_supervision, "deep_supervision"):
+        return SegResNetDS(
+            spatial_dims=3,
+            init_filters=init_filters,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            norm=norm_layer(norm),
+            blocks_down=BLOCKS_DOWN,
+            dsdepth=len(BLOCKS_DOWN) - 1,
+        )
+    return SegResNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        init_filters=init_filters,
+        blocks_down=BLOCKS_DOWN,
+        blocks_up=(1,) * (len(BLOCKS_DOWN) - 1),
+        norm=norm_layer(norm),
+    )
+
+
+def training_loss(loss: torch.nn.Module, deep_supervision: bool | str) -> torch.nn.Module:
+    """The loss the trainer applies: ``loss`` itself, or with ``deep_supervision`` that loss at every output
+    scale (:class:`~gdlseg.losses.DeepSupervisionLoss`: weights halving per scale, normalised; labels
+    downsampled by nearest). ``loss`` stays the object whose settings are tracked and scheduled."""
+    from gdlseg.losses.deep_supervision import DeepSupervisionLoss
+
+    return DeepSupervisionLoss(loss) if switch(deep_supervision, "deep_supervision") else loss
+
+
+def deep_supervision_of_weights(state_dict: dict[str, torch.Tensor]) -> bool:
+    """Whether the weights are a ``SegResNetDS``'s (output heads in its decoder levels), not a ``SegResNet``'s."""
+    return any(name.startswith("up_layers.") and ".head." in name for name in state_dict)
 
 
 def place_network(network: torch.nn.Module, device: torch.device | str, channels_last: bool) -> torch.nn.Module:

@@ -36,7 +36,8 @@ from gdlseg.data.datalist import case_name
 from gdlseg.inference.model import TrainedModel
 from gdlseg.inference.provenance import channels_sha256, input_sha256, provenance_record
 from gdlseg.inference.segment import segment_image
-from gdlseg.inference.sliding_window import SlidingWindowSettings, resolve_precision
+from gdlseg.inference.sliding_window import SlidingWindowSettings
+from gdlseg.precision import resolve_precision
 
 sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run without it
 

@@ -6,9 +6,11 @@ paths ``model`` and ``pytorch_model``:
 
 - ``model``: ``mlflow.pyfunc.load_model("runs:/<run_id>/model").predict(x)`` segments ``x`` exactly as
   ``gdlseg infer`` does (the bundle's preprocessing, sliding windows, label map on the input's grid).
-  ``x`` is a scan path (file or DICOM folder), a list of them, or ``{"image": array, "spacing": [sx, sy,
-  sz]}`` with the array in SimpleITK's ``(z, y, x)`` order; the result is the label map ``(z, y, x)``
-  (uint8), or a list of them for a list. It carries the weights (``model.pt``), ``training.json`` and the
+  ``x`` is a scan path (file or DICOM folder; a 4D NIfTI for several channels), a list of them,
+  ``{"image": [channel_0_path, channel_1_path, …]}`` for one case of several channel files, or
+  ``{"image": array, "spacing": [sx, sy, sz]}`` with the array in SimpleITK's ``(z, y, x)`` order
+  (``(channels, z, y, x)`` for several channels); the result is the label map ``(z, y, x)`` (uint8), or a
+  list of them for a list. It carries the weights (``model.pt``), ``training.json`` and the
   bundle's ``train.yaml`` as artifacts; the code is the installed gdlseg (pinned in its requirements), so
   loading it needs ``pip install gdlseg`` at that version, nothing is downloaded.
 - ``pytorch_model``: the network alone (``mlflow.pytorch.load_model``), with a tensor signature
@@ -76,33 +78,45 @@ class SegmentationModel(mlflow.pyfunc.PythonModel):
         sitk = _simpleitk()
         if isinstance(item, (str, os.PathLike)):
             image, case = read_case_image([item], self.model.channel_names), case_name(item)  # 4D: channels last
+        elif isinstance(item, Mapping) and _is_paths(item.get("image")):
+            files = list(item["image"])
+            image, case = read_case_image(files, self.model.channel_names), case_name(files[0])
         elif isinstance(item, Mapping) and "image" in item:
             image, case = image_from_array(item["image"], item.get("spacing")), "array"
         else:
             raise ValueError(
-                f"input of type {type(item).__name__}: expected a scan path, a list of them, or "
-                "{'image': array (z, y, x), 'spacing': [sx, sy, sz]}."
+                f"input of type {type(item).__name__}: expected a scan path, a list of them, "
+                "{'image': [one path per channel]}, or {'image': array (z, y, x), 'spacing': [sx, sy, sz]}."
             )
         result = segment_image(image, self.model, self.settings, case=case)
         return sitk.GetArrayFromImage(result.labels)
 
 
+def _is_paths(value: Any) -> bool:
+    """Whether ``value`` is a non-empty list or tuple of paths (one file per channel)."""
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, (str, os.PathLike)) for v in value)
+
+
 def image_from_array(array: Any, spacing: Any = None) -> Any:
-    """A SimpleITK image of a ``(z, y, x)`` array with ``spacing`` (x, y, z in mm; default 1 mm).
+    """A SimpleITK image of a ``(z, y, x)`` array, or a vector image (one component per channel) of a
+    ``(channels, z, y, x)`` array, with ``spacing`` (x, y, z in mm; default 1 mm).
 
     Raises:
-        ValueError: not a 3D array, or a spacing that is not three positive numbers.
+        ValueError: not a 3D or 4D array, or a spacing that is not three positive numbers.
     """
     sitk = _simpleitk()
     values = np.asarray(array, dtype=np.float32)
-    if values.ndim != 3:
-        raise ValueError(f"image array of shape {values.shape}: expected a 3D (z, y, x) array.")
+    if values.ndim not in (3, 4):
+        raise ValueError(
+            f"image array of shape {values.shape}: expected (z, y, x), or (channels, z, y, x) for several channels."
+        )
     spacing = [1.0, 1.0, 1.0] if spacing is None else [float(v) for v in np.asarray(spacing).ravel()]
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing {spacing}: expected three positive numbers (x, y, z in mm).")
-    image = sitk.GetImageFromArray(values)
-    image.SetSpacing(spacing)
-    return image
+    channels = [sitk.GetImageFromArray(volume) for volume in (values if values.ndim == 4 else values[None])]
+    for channel in channels:
+        channel.SetSpacing(spacing)
+    return channels[0] if len(channels) == 1 else sitk.Compose(channels)
 
 
 def save_mlflow_models(

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from monai.transforms import Compose, LoadImaged
 
-from gdlseg.engines.recipes import norm_layer, norm_of_weights, place_network
+from gdlseg.engines.recipes import deep_supervision_of_weights, norm_layer, norm_of_weights, place_network
 from gdlseg.tracking.store import RUN_RECORD, read_run_record
 from gdlseg.versions import bundle_version
 
@@ -211,6 +211,8 @@ def load_trained_model(
             "network_def#in_channels": in_channels,
             "network_def#init_filters": int(record.get("init_filters", filters)),
             "network_def#norm": norm_layer(norm),
+            # SegResNetDS weights hold its output heads; in eval mode it returns the full-resolution logits
+            "network_def#deep_supervision": deep_supervision_of_weights(state_dict),
             "io_keys": ["image"],
             "spacing_modes": ["bilinear"],
         }
@@ -235,6 +237,7 @@ def load_trained_model(
     settings = {key: parser.get_parsed_content(key) for key in ("pixdim", "intensity", "ct_window")}
     settings["init_filters"] = overrides["network_def#init_filters"]
     settings["norm"] = norm
+    settings["deep_supervision"] = overrides["network_def#deep_supervision"]
     run_record = checkpoint.parent / RUN_RECORD
     return TrainedModel(
         network=network,

@@ -37,7 +37,8 @@ from monai.data.utils import compute_importance_map, dense_patch_slices
 from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+from gdlseg.precision import PRECISIONS, resolve_precision
+
 WINDOW_LOGITS_BUDGET = 512 * 2**20  # bytes of float32 logits per window batch
 
 
@@ -84,22 +85,6 @@ class Segmentation:
 
     labels: torch.Tensor
     probabilities: torch.Tensor | None
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype ``precision`` means on ``device`` (``"auto"``: the fastest one that is native)."""
-    if precision != "auto":
-        return getattr(torch, precision)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and _cpu_has_native_bf16():
-        return torch.bfloat16
-    return torch.float32
-
-
-def _cpu_has_native_bf16() -> bool:
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check() for check in checks if check is not None)
 
 
 def label_dtype(num_classes: int) -> torch.dtype:
