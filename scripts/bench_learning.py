@@ -5,11 +5,12 @@
         [--workers 2] [--output results/bench_learning] [--reuse results/bench_learning.json]
 
 Every run trains one recipe (``scripts/learning_training.py``: network, normalisation, optimiser,
-schedule, patches per step, sampling, loss, channels-last, bf16) on one task with one seed for a fixed
+schedule, patches per step, sampling, loss, channels-last, bf16, augmentation) on one task with one seed for a fixed
 budget of training time (the clock stops during evaluation), one torch thread per run, ``--workers``
 runs side by side. ``bundle`` is the shipped default read from ``train.yaml``; ``unet_baseline`` is the
 minimal MONAI script to beat (UNet 8-16-32-64 with one residual unit, Adam 3e-3, DiceCE, 2 patches per
-step, positive/negative sampling). Tasks: ``organs`` (synthetic, 4 classes down to a 0.06 % lesion) and
+step, positive/negative sampling). Tasks (``scripts/learning_tasks.py``): ``organs`` (synthetic, 4 classes
+down to a 0.06 % lesion), ``channels`` (the same labels in two channels, each class visible in one) and
 ``ct`` (two real CTs, 8 structures, trained on one subject and tested on the other; prepare it with
 ``scripts/prepare_totalseg_reference.py``).
 

@@ -1,7 +1,8 @@
-"""Recipes, tasks and one time-budgeted training run, for ``scripts/bench_learning.py`` (benchmark-only code).
+"""Recipes and one time-budgeted training run, for ``scripts/bench_learning.py`` and ``scripts/bench_recipe.py``
+(benchmark-only code; the tasks and the patch sampler are in ``scripts/learning_tasks.py``).
 
 A *recipe* is everything but the data: network, normalisation, optimiser, learning-rate schedule, patches
-per step, patch sampling, loss, memory format and autocast. ``bundle`` is read from the bundle's
+per step, patch sampling, loss, memory format, autocast and augmentation. ``bundle`` is read from the bundle's
 ``train.yaml`` at run time (so the benchmark always measures the shipped default); the others are
 named variants, each one change away from a reference point, listed in ``RECIPES``.
 

@@ -3,7 +3,8 @@
 Layers, outermost first: ``cli`` and ``bundle`` (what the bundle configs call) may import anything;
 ``engines``, ``inference`` and ``evaluation`` may import each other and the inner layers; ``tracking``
 and ``data`` only the inner layers; ``losses`` nothing else of gdlseg. ``settings`` and ``versions``
-are leaves. Every import counts, also one inside a function: a circle closed only when a function
+are leaves; ``precision`` (which floating-point precision a device runs, for training and inference)
+imports ``settings`` only. Every import counts, also one inside a function: a circle closed only when a function
 runs is still a circle (``engines.tracking`` and ``tracking_spool`` once had one).
 """
 
@@ -25,7 +26,8 @@ ALLOWED = {
     "versions": set(),
     "data": {"settings", "versions"},
     "tracking": {"data", "settings", "versions"},
-    **{part: MIDDLE | {"tracking", "data", "losses"} | LEAVES for part in MIDDLE},
+    "precision": {"settings"},
+    **{part: MIDDLE | {"tracking", "data", "losses", "precision"} | LEAVES for part in MIDDLE},
 }
 
 

@@ -83,7 +83,8 @@ def test_inference_reads_what_training_json_records(trained):
     for key in ("roi_size", "pixdim", "intensity", "ct_window"):
         assert parser.get_parsed_content(key) == record[key], key
     assert parser.get_parsed_content("network_def#init_filters") == record["init_filters"] == 8
-    assert parser.get_parsed_content("network_def#norm") == ("BATCH", {}) and record["norm"] == "batch"  # cpu_fast
+    assert parser.get_parsed_content("network_def#norm") == record["norm"] == "batch"  # cpu_fast
+    assert parser.get_parsed_content("network_def#deep_supervision") is record["deep_supervision"] is False
 
 
 def test_trained_setting(tmp_path):

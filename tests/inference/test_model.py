@@ -22,6 +22,7 @@ def test_classes_and_settings_come_from_training_json(tmp_path):
         "ct_window": [-1000, 1000],
         "init_filters": 8,
         "norm": "group",
+        "deep_supervision": False,  # read from the weights: a SegResNet's, no output heads
     }
     assert model.training_run_record == tmp_path / "mlflow_run.json"
     assert not model.network.training
