@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,15 @@ BUNDLE = REPO / "bundles" / "segresnet_gdl"
 MODEL_DIR = REPO / "results" / "bench_infer_model"
 # gdlseg's sliding-window settings per configuration: its defaults, and the model zoo's window layout
 # and blending (the speed left when the label maps must match the model-zoo ones).
+# ``window_scale``: windows that many times the training patch per axis (the network is fully convolutional).
 GDLSEG_WINDOWS = {
     "gdlseg": {"overlap": 0.25, "mode": "gaussian"},
     "gdlseg-zoo-windows": {"overlap": 0.5, "mode": "constant"},
     "gdlseg-overlap-0.5": {"overlap": 0.5, "mode": "gaussian"},
+    "gdlseg-constant": {"overlap": 0.25, "mode": "constant"},
+    "gdlseg-large-windows": {"overlap": 0.25, "mode": "gaussian", "window_scale": 2},
+    "gdlseg-large-windows-constant": {"overlap": 0.25, "mode": "constant", "window_scale": 2},
+    "gdlseg-large-windows-0.5": {"overlap": 0.5, "mode": "gaussian", "window_scale": 2},
 }
 CONFIGS = ("monai-zoo", *GDLSEG_WINDOWS)
 CASES = {
@@ -68,9 +74,16 @@ TRAINING = {
 
 
 # --- the model and the scans ----------------------------------------------------------------------
-def trained_model(epochs: int) -> Path:
-    """``results/bench_infer_model/models/model.pt``, trained with the bundle on phantoms if missing."""
-    checkpoint = MODEL_DIR / "models" / "model.pt"
+def model_dir(seed: int) -> Path:
+    """Where the benchmark model of ``seed`` is kept: ``results/bench_infer_model/`` for seed 0 (as before
+    there were seeds), ``results/bench_infer_model/seed_<seed>/`` for the others."""
+    return MODEL_DIR if seed == 0 else MODEL_DIR / f"seed_{seed}"
+
+
+def trained_model(epochs: int, seed: int = 0) -> Path:
+    """``<model_dir(seed)>/models/model.pt``, trained with the bundle on phantoms (seed ``seed``) if missing."""
+    destination = model_dir(seed)
+    checkpoint = destination / "models" / "model.pt"
     if checkpoint.is_file():
         return checkpoint
     from gdlseg.data.synthetic import write_dataset
@@ -81,15 +94,15 @@ def trained_model(epochs: int) -> Path:
         write_dataset(dataset, training=10, test=0, shape=CASES["speed"]["tile"], seed=0)
         files = [str(BUNDLE / "configs" / "train.yaml")]
         command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(files)]
-        command += ["--bundle_root", str(BUNDLE), "--dataset_dir", str(dataset), "--output_dir", str(MODEL_DIR)]
-        for key, value in {**TRAINING, "train#trainer#max_epochs": epochs}.items():
+        command += ["--bundle_root", str(BUNDLE), "--dataset_dir", str(dataset), "--output_dir", str(destination)]
+        for key, value in {**TRAINING, "train#trainer#max_epochs": epochs, "seed": seed}.items():
             command += [f"--{key}", str(value)]
-        print(f"training the benchmark model ({epochs} epochs on phantoms) …", file=sys.stderr)
+        print(f"training the benchmark model ({epochs} epochs on phantoms, seed {seed}) …", file=sys.stderr)
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     # Keep what the benchmark and its reader need: the best weights, their training record, the curves.
-    for path in (MODEL_DIR / "models").glob("checkpoint_*.pt"):
+    for path in (destination / "models").glob("checkpoint_*.pt"):
         path.unlink()
-    for path in (MODEL_DIR / "reports").iterdir():
+    for path in (destination / "reports").iterdir():
         if path.name != "metrics.csv":
             path.unlink()
     return checkpoint
@@ -189,8 +202,9 @@ def run_worker(config: str, checkpoint: Path, scan: Path, warmup: Path, labels_o
     from gdlseg.inference import SlidingWindowSettings, load_trained_model, segment_image
 
     model = load_trained_model(checkpoint, BUNDLE, "cpu", roi_size=roi)
-    windows = GDLSEG_WINDOWS.get(config, {})  # the model-zoo configuration does not use them
-    settings = SlidingWindowSettings(model.roi_size, sw_batch_size=4, precision="auto", **windows)
+    windows = dict(GDLSEG_WINDOWS.get(config, {}))  # the model-zoo configuration does not use them
+    window = tuple(size * windows.pop("window_scale", 1) for size in model.roi_size)
+    settings = SlidingWindowSettings(window, sw_batch_size=4, precision="auto", **windows)
 
     def segment(image):
         if config == "monai-zoo":
@@ -246,10 +260,10 @@ def agreement(first: Path, second: Path) -> float:
     return float((a == b).mean())
 
 
-def run_case(case: str, folder: Path, epochs: int) -> list[dict]:
+def run_case(case: str, folder: Path, epochs: int, seed: int = 0, configs: Sequence[str] = CONFIGS) -> list[dict]:
     spec = CASES[case]
     if case == "speed":
-        checkpoint, roi = trained_model(epochs), None
+        checkpoint, roi = trained_model(epochs, seed), None
     else:
         checkpoint = random_model(spec["classes"], spec["roi"], spec["spacing"], folder / "random_model")
         roi = spec["roi"]
@@ -257,7 +271,7 @@ def run_case(case: str, folder: Path, epochs: int) -> list[dict]:
     truth = write_scan(case, scan)
     _write_warmup(scan, warmup, roi or (48, 48, 32))
     rows = []
-    for config in CONFIGS:
+    for config in ["monai-zoo", *(name for name in configs if name != "monai-zoo")]:  # the reference first
         labels = folder / f"{case}_{config}_seg.nii.gz"
         command = [sys.executable, __file__, "--worker", config, str(checkpoint), str(scan), str(warmup), str(labels)]
         if roi:
@@ -266,10 +280,10 @@ def run_case(case: str, folder: Path, epochs: int) -> list[dict]:
         if completed.returncode != 0:
             raise SystemExit(f"{case}/{config} failed:\n{completed.stderr[-4000:]}")
         row = json.loads(completed.stdout.strip().splitlines()[-1])
-        row.update(case=case, classes=spec["classes"], labels=str(labels))
+        row.update(case=case, classes=spec["classes"], labels=str(labels), seed=seed)
         rows.append(row)
         print(
-            f"{case:>6} {config:<10} {row['seconds']:.1f} s, peak {row['peak_rss_bytes'] / 2**30:.2f} GiB",
+            f"{case:>6} seed {seed} {config:<10} {row['seconds']:.1f} s, peak {row['peak_rss_bytes'] / 2**30:.2f} GiB",
             file=sys.stderr,
         )
     import SimpleITK as sitk
@@ -285,6 +299,7 @@ def run_case(case: str, folder: Path, epochs: int) -> list[dict]:
         row["peak_ratio"] = row["peak_rss_bytes"] / reference["peak_rss_bytes"]
         row["scan_size"] = list(size)
         row["roi_size"] = list(roi or (48, 48, 32))
+        row["window_scale"] = GDLSEG_WINDOWS.get(row["config"], {}).get("window_scale", 1)
         del row["labels"]
     return rows
 
@@ -308,12 +323,14 @@ def git_commit() -> str | None:
     return commit.stdout.strip() + ("+changes" if dirty.strip() else "")
 
 
-def kept_rows(output: Path, cases: list[str]) -> list[dict]:
-    """Rows of the other cases from an earlier report at ``output`` (each says how it was measured), so
-    that measuring one case does not drop the others."""
+def kept_rows(output: Path, measured: list[dict]) -> list[dict]:
+    """Rows of an earlier report at ``output`` (each says how it was measured) for a case, seed and
+    configuration not measured now, so that measuring one case or seed does not drop the others."""
     if not output.is_file():
         return []
-    return [row for row in json.loads(output.read_text()).get("results", []) if row.get("case") not in cases]
+    now = {(row["case"], row.get("seed", 0), row["config"]) for row in measured}
+    earlier = json.loads(output.read_text()).get("results", [])
+    return [row for row in earlier if (row.get("case"), row.get("seed", 0), row.get("config")) not in now]
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -327,6 +344,10 @@ def markdown_table(rows: list[dict]) -> str:
         "gdlseg": "gdlseg (overlap 0.25, gaussian, bf16)",
         "gdlseg-zoo-windows": "gdlseg with the zoo's windows (overlap 0.5, constant, bf16)",
         "gdlseg-overlap-0.5": "gdlseg with overlap 0.5 (gaussian, bf16)",
+        "gdlseg-constant": "gdlseg with constant blending (overlap 0.25, bf16)",
+        "gdlseg-large-windows": "gdlseg, windows 2× the patch (overlap 0.25, gaussian, bf16)",
+        "gdlseg-large-windows-constant": "gdlseg, windows 2× the patch (overlap 0.25, constant, bf16)",
+        "gdlseg-large-windows-0.5": "gdlseg, windows 2× the patch (overlap 0.5, gaussian, bf16)",
     }
     for row in rows:
         case = f"{row['case']}: {row['classes']} classes, {'×'.join(map(str, row['scan_size']))}"
@@ -339,10 +360,74 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def default_config() -> str:
+    """The configuration that is what `gdlseg infer` and inference.yaml run by default: the library's
+    window overlap and blending (gaussian sigma, precision and batch are the same in every configuration)."""
+    import dataclasses
+
+    from gdlseg.inference import SlidingWindowSettings
+
+    defaults = {field.name: field.default for field in dataclasses.fields(SlidingWindowSettings)}
+    wanted = {"overlap": defaults["overlap"], "mode": defaults["mode"]}
+    return next(name for name, windows in GDLSEG_WINDOWS.items() if windows == wanted)
+
+
+GOAL_SPEEDUP, GOAL_DICE_GAP = 3.0, 0.01  # issue #18: ≥ 3× the model zoo's speed, Dice within 0.01 per class
+
+
+def seed_summary(rows: list[dict]) -> str:
+    """The speed case over its seeds (one trained model each): per configuration the mean seconds and
+    speed-up, each class's Dice against the truth (mean ± sd over seeds) and its gap to the model zoo's
+    (the mean over seeds of the per-seed difference), and issue #18's goal for each configuration."""
+    speed = [row for row in rows if row["case"] == "speed" and "dice_vs_truth" in row]
+    seeds = sorted({row.get("seed", 0) for row in speed})
+    zoo = {row.get("seed", 0): row for row in speed if row["config"] == "monai-zoo"}
+    default = default_config()
+    lines = [
+        f"Speed case over {len(seeds)} seed(s) ({', '.join(map(str, seeds))}): Dice against the true labels, "
+        "mean ± sd over seeds; gap = mean of (configuration − model zoo) per seed.",
+        "",
+        "| configuration | seeds | s / volume | speed-up | organ | vessel | lesion | worst gap to the zoo | goal |",
+        "|---|---:|---:|---:|---|---|---|---:|---|",
+    ]
+    for config in CONFIGS:
+        mine = [row for row in speed if row["config"] == config and row.get("seed", 0) in zoo]
+        if not mine:
+            continue
+        dice = np.array([row["dice_vs_truth"][1:] for row in mine])
+        gaps = np.array(
+            [np.subtract(row["dice_vs_truth"][1:], zoo[row.get("seed", 0)]["dice_vs_truth"][1:]) for row in mine]
+        )
+        speedup = float(np.mean([row["speedup"] for row in mine]))
+        worst = float(gaps.mean(axis=0).min())
+        goal = (
+            "—"
+            if config == "monai-zoo"
+            else (
+                "met"
+                if speedup >= GOAL_SPEEDUP and worst >= -GOAL_DICE_GAP
+                else "missed: "
+                + ", ".join(
+                    ([f"speed-up {speedup:.2f}× < {GOAL_SPEEDUP:g}×"] if speedup < GOAL_SPEEDUP else [])
+                    + ([f"Dice {worst:+.3f}"] if worst < -GOAL_DICE_GAP else [])
+                )
+            )
+        )
+        cells = " | ".join(f"{m:.3f} ± {sd:.3f}" for m, sd in zip(dice.mean(axis=0), dice.std(axis=0)))
+        name = f"**{config}** (default)" if config == default else config
+        lines.append(
+            f"| {name} | {len(mine)} | {np.mean([row['seconds'] for row in mine]):.1f} | {speedup:.2f}× | {cells} "
+            f"| {worst:+.3f} | {goal} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--epochs", type=int, default=25, help="training epochs of the benchmark model (first run)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="speed case: one trained model per seed")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--output", type=Path, default=REPO / "results" / "bench_infer.json")
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--roi", nargs=3, type=int, help=argparse.SUPPRESS)
@@ -355,13 +440,15 @@ def main() -> int:
     command = "python scripts/bench_infer.py " + " ".join(sys.argv[1:])
     with tempfile.TemporaryDirectory() as folder:
         for case in args.cases:
-            rows += run_case(case, Path(folder), args.epochs)
+            for seed in args.seeds if case == "speed" else [0]:
+                rows += run_case(case, Path(folder), args.epochs, seed, args.configs)
     for row in rows:
         row["measured_by"] = {"command": command, "date": time.strftime("%Y-%m-%d"), "commit": git_commit()}
-    rows = kept_rows(args.output, args.cases) + rows
-    table = markdown_table(rows)
-    print(table)
-    report = {"machine": machine_description(), "results": rows, "table": table}
+    rows = kept_rows(args.output, rows) + rows
+    table = markdown_table([row for row in rows if row.get("seed", 0) == 0])
+    seeds_table = seed_summary(rows)
+    print(table + "\n\n" + seeds_table)
+    report = {"machine": machine_description(), "results": rows, "table": table, "seeds_table": seeds_table}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nsaved {args.output}", file=sys.stderr)

@@ -148,6 +148,7 @@ RECIPES: dict[str, Recipe | None] = {
     "recipe_today": _CPU_DEFAULT,
     "recipe_today_dicece": replace(_CPU_DEFAULT, loss="dicece"),
     "recipe_augment": replace(_CPU_DEFAULT, augment=True),  # one element of the stronger recipe at a time
+    "recipe_augment_dicece": replace(_CPU_DEFAULT, augment=True, loss="dicece"),
     "recipe_new": _STRONGER,
     "recipe_new_dicece": replace(_STRONGER, loss="dicece"),
 }

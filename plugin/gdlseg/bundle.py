@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
+
 from gdlseg.data.channel_images import ChannelFilesReader
 from gdlseg.data.checks import preflight
 from gdlseg.data.class_weights import class_volumes, resolve_class_weights
@@ -28,6 +30,7 @@ from gdlseg.data.datalist import (
     segmentable_cases,
     split_datalist,
 )
+from gdlseg.data.splits import fold_folder, training_split
 from gdlseg.engines.budget import training_epochs, validation_interval
 from gdlseg.engines.checkpoints import entries_to_resume, require_outside_bundle, resume_checkpoint
 from gdlseg.engines.loss_schedule import weight_range
@@ -40,7 +43,9 @@ from gdlseg.engines.recipes import (
     recipe_settings,
     training_loss,
 )
-from gdlseg.inference.model import load_state_dict, read_training_record
+from gdlseg.inference.ensemble import checkpoint_files, load_ensemble
+from gdlseg.inference.model import file_sha256, load_state_dict, read_training_record
+from gdlseg.inference.postprocessing import Postprocessing, load_postprocessing
 from gdlseg.precision import training_precision
 from gdlseg.settings import switch
 from gdlseg.tracking.params import module_hyperparameters, optimizer_hyperparameters, scheduler_hyperparameters
@@ -48,14 +53,19 @@ from gdlseg.tracking.store import default_tracking_uri
 
 __all__ = [
     "ChannelFilesReader",
+    "checkpoint_digests",
     "class_volumes",
     "datalist_fingerprint",
     "dataset_channel_names",
     "dataset_channels",
     "default_tracking_uri",
     "entries_to_resume",
+    "fold_folder",
     "inference_checkpoint",
+    "inference_checkpoints",
     "inference_inputs",
+    "inference_network",
+    "inference_postprocessing",
     "module_hyperparameters",
     "norm_layer",
     "norm_name",
@@ -63,6 +73,7 @@ __all__ = [
     "place_network",
     "plan_files",
     "planned_settings",
+    "postprocessing_param",
     "prediction_subject",
     "preflight",
     "read_training_record",
@@ -81,6 +92,7 @@ __all__ = [
     "training_epochs",
     "training_loss",
     "training_precision",
+    "training_split",
     "validation_interval",
     "weight_range",
 ]
@@ -97,6 +109,57 @@ def inference_checkpoint(
         return str(ckpt_path)
     trained, shipped = os.path.join(models_dir, "model.pt"), os.path.join(bundle_root, "models", "model.pt")
     return shipped if not os.path.isfile(trained) and os.path.isfile(shipped) else trained
+
+
+def inference_checkpoints(
+    ckpt_path: os.PathLike | str | list[os.PathLike | str] | None,
+    models_dir: os.PathLike | str,
+    bundle_root: os.PathLike | str,
+) -> list[str]:
+    """The checkpoints inference.yaml segments with, in order; several make a fold ensemble.
+
+    ``ckpt_path``: a checkpoint file (kept as given even when missing: the checkpoint loader reports it);
+    a folder of ``fold_*/models/model.pt`` or ``*.pt`` files, or a list of files and folders, both as
+    :func:`gdlseg.inference.checkpoint_files` reads them (what ``gdlseg infer --ckpt`` takes); None: the
+    one checkpoint of :func:`inference_checkpoint`.
+
+    Raises:
+        ValueError: a folder without checkpoints, a path of a list that does not exist, a file given twice.
+    """
+    if not ckpt_path:
+        return [inference_checkpoint(None, models_dir, bundle_root)]
+    if isinstance(ckpt_path, (str, os.PathLike)):
+        if not os.path.isdir(ckpt_path):
+            return [str(ckpt_path)]
+        ckpt_path = [ckpt_path]
+    return [str(path) for path in checkpoint_files(ckpt_path)]
+
+
+def inference_network(
+    network_def: torch.nn.Module,
+    model_paths: list[str],
+    bundle_root: os.PathLike | str,
+    device: torch.device | str,
+) -> torch.nn.Module:
+    """The network inference.yaml runs. One checkpoint: ``network_def`` on ``device`` (channels-last), its
+    weights loaded by the config's ``CheckpointLoader``. Several: their ``EnsembleNetwork``, each model
+    loaded and the models checked to agree exactly as ``gdlseg infer --ckpt A B …`` does
+    (:func:`gdlseg.inference.load_ensemble`; the loader is then disabled); ``FastSlidingWindowInferer``
+    blends the mean of their probabilities.
+
+    Raises:
+        ValueError: a checkpoint that does not load, or models that disagree (naming the checkpoint and
+            the setting).
+    """
+    if len(model_paths) == 1:
+        return place_network(network_def, device, True)
+    return load_ensemble(model_paths, bundle_root, device).network
+
+
+def checkpoint_digests(model_paths: list[str]) -> list[str | None]:
+    """SHA-256 of each checkpoint file, in order, for the MLflow params (None for a missing file, which
+    the checkpoint loader then reports)."""
+    return [file_sha256(path) if os.path.isfile(path) else None for path in model_paths]
 
 
 def trained_setting(checkpoint: os.PathLike | str | None, key: str, default: Any) -> Any:
@@ -130,3 +193,25 @@ def trained_deep_supervision(checkpoint: os.PathLike | str | None, default: bool
     if not checkpoint or not os.path.isfile(checkpoint):
         return switch(default, "deep_supervision")
     return deep_supervision_of_weights(load_state_dict(checkpoint))
+
+
+def inference_postprocessing(
+    choice: str | None,
+    ckpt_path: os.PathLike | str | list[os.PathLike | str] | None,
+    model_paths: list[str],
+    class_names: list[str],
+) -> Postprocessing | None:
+    """inference.yaml's ``postprocessing_file`` (``auto``, ``none`` or a file) as ``gdlseg infer
+    --postprocessing`` reads it: ``auto`` finds the ``postprocessing.json`` of a cross-validation in the
+    ``ckpt_path`` folder, else beside the first checkpoint.
+
+    Raises:
+        ValueError: a file that does not exist or holds a rule for a class the model does not segment.
+    """
+    given = ckpt_path if isinstance(ckpt_path, (str, os.PathLike)) and os.path.isdir(ckpt_path) else model_paths[0]
+    return load_postprocessing(choice, [given], class_names)
+
+
+def postprocessing_param(postprocessing: Postprocessing | None) -> dict | str:
+    """The MLflow param of the post-processing applied: its rules by class name and file hash, or ``none``."""
+    return dict(postprocessing.record) if postprocessing is not None else "none"

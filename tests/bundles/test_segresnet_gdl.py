@@ -167,7 +167,7 @@ def test_evaluate_writes_per_case_per_class_dice(trained, bundle, dataset):
     assert lines[0] == "case,organ,vessel,lesion"
     assert len(lines) == 2 and lines[1].startswith("phantom_")
     summary = json.loads((trained / "evaluation" / "summary.json").read_text())
-    assert set(summary["lesion"]) == {"mean", "median", "std", "cases"}
+    assert set(summary["lesion"]) == {"mean", "median", "std", "ci95", "cases"}
     _, runs = runs_of(sqlite_uri(trained))
     train_id = json.loads((trained / "models" / "mlflow_run.json").read_text())["run_id"]
     evaluations = [r for r in runs if r.data.tags.get("gdlseg.job") == "evaluate"]

@@ -19,7 +19,7 @@ from tests.cli.test_main import gdlseg_command
 from tests.cli.training_records import record_a_finished_training
 from tests.data.channels import write_channel_dataset
 from tests.data.dicom import write_dicom_series
-from tests.inference.checkpoints import write_checkpoint
+from tests.inference.checkpoints import write_checkpoint, write_folds
 from tests.inference.scans import box_volume, write_geometry_cases
 
 
@@ -96,7 +96,9 @@ def test_the_run_lands_in_the_trainings_store_away_from_the_label_maps(scans, tm
     client = MlflowClient(uri)
     [run] = [run for run in client.search_runs([experiment]) if run.data.tags.get("gdlseg.job") == "infer"]
     assert run.info.status == "FINISHED" and run.data.tags["gdlseg.training_run_id"] == training_run_id
-    assert sorted(path.name for path in output.iterdir()) == ["ras_anisotropic_seg.json", "ras_anisotropic_seg.nii.gz"]
+    assert sorted(path.name for path in output.iterdir()) == [
+        "ras_anisotropic_seg.json", "ras_anisotropic_seg.nii.gz", "ras_anisotropic_stats.json", "statistics.csv",
+    ]  # fmt: skip
 
 
 def test_mlflow_tracking_uri_from_the_environment_comes_before_the_trainings_store(scans, tmp_path):
@@ -125,7 +127,9 @@ def test_datalist_input_without_tracking(checkpoint, scans, tmp_path):
         "--output", output, "--no-tracking", "--save-probabilities", "--sw-batch-size", "2",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in output.iterdir()) == ["lps_probabilities.npz", "lps_seg.json", "lps_seg.nii.gz"]
+    assert sorted(p.name for p in output.iterdir()) == [
+        "lps_probabilities.npz", "lps_seg.json", "lps_seg.nii.gz", "lps_stats.json", "statistics.csv",
+    ]  # fmt: skip
 
 
 def test_a_folder_with_two_dicom_series_asks_for_one(checkpoint, tmp_path):
@@ -232,3 +236,99 @@ def test_a_datalist_of_channel_lists_is_segmented_with_every_channel_hashed(tmp_
     assert provenance["input"]["channel_sha256"] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in channels]
     assert provenance["channels"] == {"count": 2, "names": ["CT", "T2"]}
     assert sitk.ReadImage(str(output / "case_001_seg.nii.gz")).GetSize() == sitk.ReadImage(str(channels[0])).GetSize()
+
+
+# --- fold ensembles ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def folds(tmp_path_factory) -> Path:
+    """A cross-validation's output: fold_<k>/models/model.pt (weights of their own), training.json, run record."""
+    return write_folds(tmp_path_factory.mktemp("cv"))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_two_checkpoints_segment_as_one_ensemble_and_every_checkpoint_is_hashed(folds, scans, tmp_path, capsys):
+    first, second = (folds / f"fold_{fold}" / "models" / "model.pt" for fold in (0, 1))
+    output = tmp_path / "out"
+    arguments = ["--input", scans["ras_anisotropic"], "--output", output, "--save-probabilities"]
+    code, stderr = infer_in_process(capsys, "--ckpt", first, second, *arguments)
+    assert code == 0, stderr[-3000:]
+    provenance = json.loads((output / "ras_anisotropic_seg.json").read_text())
+    assert provenance["checkpoints"] == [
+        {"file": "model.pt", "sha256": sha256(first), "training_run_id": "fold-0-run"},
+        {"file": "model.pt", "sha256": sha256(second), "training_run_id": "fold-1-run"},
+    ]
+    assert "checkpoint" not in provenance and provenance["parameters"]["models"] == 2
+    probabilities = np.load(output / "ras_anisotropic_probabilities.npz")["probabilities"].astype(np.float32)
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-2)  # the blended mean probability
+    client = MlflowClient(f"sqlite:///{output / 'mlflow' / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("gdlseg").experiment_id])
+    assert run.data.params["models"] == "2" and "checkpoint" not in run.data.params
+    assert run.data.params["checkpoint_sha256"] == str([sha256(first), sha256(second)])
+    assert run.data.tags["gdlseg.training_run_ids"] == "fold-0-run,fold-1-run"
+    assert run.data.tags["gdlseg.training_run_id"] == "fold-0-run"
+    assert str(tmp_path) not in json.dumps(run.data.params) + json.dumps(run.data.tags)
+    assert str(folds) not in json.dumps(run.data.params) + json.dumps(provenance)
+
+    by_folder = tmp_path / "by_folder"  # the folds' output folder: the same models in the same order
+    code, stderr = infer_in_process(capsys, "--ckpt", folds, *arguments[:3], by_folder, "--no-tracking")
+    assert code == 0, stderr[-3000:]
+    same = json.loads((by_folder / "ras_anisotropic_seg.json").read_text())
+    assert same["checkpoints"] == provenance["checkpoints"]
+    labels = [
+        sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "ras_anisotropic_seg.nii.gz")))
+        for folder in (output, by_folder)
+    ]
+    np.testing.assert_array_equal(*labels)
+
+
+def test_checkpoints_that_disagree_are_refused_before_anything_is_written(folds, scans, tmp_path, capsys):
+    other = write_checkpoint(tmp_path / "other", classes=3, seed=2)
+    output = tmp_path / "out"
+    first = folds / "fold_0" / "models" / "model.pt"
+    code, stderr = infer_in_process(capsys, "--ckpt", first, other, "--input", scans["lps"], "--output", output)
+    assert code == 1 and f"checkpoint {other} cannot be ensembled with {first}: its class names" in stderr
+    assert not output.exists()
+    code, stderr = infer_in_process(capsys, "--ckpt", tmp_path, "--input", scans["lps"], "--output", output)
+    assert code == 2 and "holds no fold_*/models/model.pt and no *.pt file" in stderr
+    assert not output.exists()
+
+
+def test_the_cross_validation_post_processing_beside_the_folds_is_applied_and_recorded(folds, scans, tmp_path, capsys):
+    from gdlseg.inference.postprocessing import ClassRule, apply_postprocessing
+
+    models = tmp_path / "cv"
+    shutil.copytree(folds, models)
+    rules = {"organ": {"largest_component": True, "min_volume_mm3": None}, "lesion": {"min_volume_mm3": 50.0}}
+    (models / "postprocessing.json").write_text(json.dumps({"format": "gdlseg-postprocessing", "rules": rules}))
+    plain, processed = tmp_path / "plain", tmp_path / "processed"
+    arguments = ["--input", scans["ras_anisotropic"], "--no-tracking"]
+    code, stderr = infer_in_process(capsys, "--ckpt", models, *arguments, "--output", plain, "--postprocessing", "none")
+    assert code == 0, stderr[-3000:]
+    code, stderr = infer_in_process(capsys, "--ckpt", models, *arguments, "--output", processed)  # auto
+    assert code == 0, stderr[-3000:]
+    record = json.loads((processed / "ras_anisotropic_seg.json").read_text())["parameters"]["postprocessing"]
+    assert record == {"rules": rules | {"lesion": {"largest_component": False, "min_volume_mm3": 50.0}},
+                      "sha256": sha256(models / "postprocessing.json")}  # fmt: skip
+    assert json.loads((plain / "ras_anisotropic_seg.json").read_text())["parameters"]["postprocessing"] == "none"
+    image = sitk.ReadImage(str(plain / "ras_anisotropic_seg.nii.gz"))
+    expected = apply_postprocessing(
+        sitk.GetArrayFromImage(image),
+        image.GetSpacing()[::-1],
+        {1: ClassRule(largest_component=True), 3: ClassRule(min_volume_mm3=50.0)},
+    )
+    result = sitk.GetArrayFromImage(sitk.ReadImage(str(processed / "ras_anisotropic_seg.nii.gz")))
+    np.testing.assert_array_equal(result, expected)
+    assert (result != sitk.GetArrayFromImage(image)).any()  # the random network's scattered labels were pruned
+    statistics = json.loads((processed / "ras_anisotropic_stats.json").read_text())["classes"]  # of the pruned map
+    assert statistics["organ"]["voxels"] == int((result == 1).sum()) and statistics["organ"]["components"] <= 1
+    table = (processed / "statistics.csv").read_text().splitlines()
+    assert table[0].startswith("case,class,voxels,volume_ml") and len(table) == 4  # one row per class, 1 channel
+
+    (models / "postprocessing.json").write_text(json.dumps({"format": "gdlseg-postprocessing", "rules": {"liver": {}}}))
+    refused = tmp_path / "refused"
+    code, stderr = infer_in_process(capsys, "--ckpt", models, *arguments, "--output", refused)
+    assert code == 2 and "a rule for class 'liver', which the model does not segment" in stderr
+    assert not refused.exists()

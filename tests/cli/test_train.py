@@ -109,6 +109,8 @@ def test_dry_run_prints_the_torchrun_command_for_several_processes(dataset, tmp_
         (["--tversky", "-0.2", "0.7"], "--tversky takes two finite weights >= 0"),
         (["--focal-exponent", "0"], "--focal-exponent must be a number > 0 (1: off), got 0"),
         (["--plan", "missing.json"], "--plan missing.json: no such file"),
+        (["--folds", "1"], "--folds must be at least 2, got 1"),
+        (["--folds", "3", "--fold", "3"], "--fold 3 is out of range for 3 folds: 0 to 2"),
     ],
 )
 def test_bad_options_are_usage_errors(dataset, tmp_path, arguments, message):
@@ -166,3 +168,103 @@ def test_the_channel_options_become_bundle_ids(dataset, tmp_path):
     one = gdlseg("train", "--dataset", str(dataset), "--output", str(tmp_path), "--intensity", "mr", "--dry-run")
     command = shlex.split(one.stderr.strip().splitlines()[-1])
     assert command[command.index("--intensity") + 1] == "mr"  # one preset: for every channel, as before
+
+
+def test_dry_run_prints_one_bundle_command_per_fold(dataset, tmp_path):
+    arguments = ["--folds", "3", "--group-key", "site", "--dry-run"]
+    result = gdlseg("train", "--dataset", str(dataset), "--output", str(tmp_path), *arguments)
+    assert result.returncode == 0, result.stderr
+    commands = [shlex.split(line) for line in result.stderr.splitlines() if "-m monai.bundle run" in line]
+    assert [(c[c.index("--fold") + 1], c[c.index("--num_folds") + 1]) for c in commands] == [
+        ("0", "3"),
+        ("1", "3"),
+        ("2", "3"),
+    ]
+    assert all(c[c.index("--group_key") + 1] == "site" for c in commands)
+    assert not list(tmp_path.iterdir())
+    registered = gdlseg(
+        "train", "--dataset", str(dataset), "--output", str(tmp_path), *arguments, "--register-model", "m"
+    )
+    assert registered.returncode == 2 and "--register-model registers one model" in registered.stderr
+
+
+def test_folds_train_nested_runs_and_the_out_of_fold_summary_lands_in_the_parent_run(tmp_path):
+    """gdlseg train --folds 2 for real: a patient's two scans stay in one fold, each fold its own folder
+    and nested MLflow run, every case predicted once out of fold, the summary in the parent run."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    data = tmp_path / "data"
+    datalist = write_dataset(data, training=4, test=0, shape=(32, 32, 24), seed=3)
+    content = json.loads(datalist.read_text())
+    content["training"][1]["patient"] = content["training"][3]["patient"] = "P-0042"
+    datalist.write_text(json.dumps(content))
+    output = tmp_path / "cv"
+    arguments = ["--dataset", str(data), "--output", str(output), "--folds", "2", "--epochs", "1", "--group-key"]
+    result = gdlseg("train", *arguments, "patient", *TINY, *TINY_SETS, "--set", "system_metrics=false")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Dice mean ± sd" in result.stdout
+
+    splits = json.loads((output / "splits.json").read_text())
+    assert splits["num_folds"] == 2 and splits["group_key"] == "patient" and "P-0042" not in json.dumps(splits)
+    validated = {name: fold for fold, entry in enumerate(splits["folds"]) for name in entry["val"]}
+    assert sorted(validated) == ["phantom_000", "phantom_001", "phantom_002", "phantom_003"]
+    assert validated["phantom_001"] == validated["phantom_003"]  # one patient, one fold
+    for fold in (0, 1):
+        assert (output / f"fold_{fold}" / "models" / "model.pt").is_file()
+        assert (output / f"fold_{fold}" / "reports" / "metrics.csv").is_file()
+    assert not (output / "models").exists()
+
+    predictions = sorted(path.name for path in (output / "crossval" / "predictions").glob("*_seg.nii.gz"))
+    assert predictions == [f"{name}_seg.nii.gz" for name in sorted(validated)]  # every case exactly once
+    summary = json.loads((output / "crossval" / "summary.json").read_text())
+    for entry in summary["classes"].values():
+        dice = entry["dice"]
+        assert dice["cases"] == 4 and dice["ci95"][0] <= dice["mean"] <= dice["ci95"][1] and dice["std"] >= 0
+    assert [fold["cases"] for fold in summary["cross_validation"]["folds"]] == [2, 2]
+    decision = json.loads((output / "postprocessing.json").read_text())  # beside the folds, for gdlseg infer
+    assert decision["cases"] == 4 and set(decision["evidence"]) == {"organ", "vessel", "lesion"}
+    assert summary["cross_validation"]["postprocessing"] == decision["rules"]
+    for evidence in decision["evidence"].values():
+        none = evidence["candidates"]["none"]
+        assert evidence["chosen"] in evidence["candidates"] and 0 <= none["dice_mean"] <= 1
+        chosen = evidence["candidates"][evidence["chosen"]]
+        assert chosen["dice_mean"] >= none["dice_mean"] and chosen["sensitivity"] >= none["sensitivity"]
+
+    client = MlflowClient(f"sqlite:///{output / 'mlflow' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("gdlseg").experiment_id])
+    [parent] = [run for run in runs if run.data.tags.get("gdlseg.job") == "crossval"]
+    children = [run for run in runs if run.data.tags.get("gdlseg.job") == "train"]
+    assert sorted(run.data.tags["fold"] for run in children) == ["0", "1"] and len(runs) == 3
+    assert all(run.data.tags[MLFLOW_PARENT_RUN_ID] == parent.info.run_id for run in children)
+    assert all(run.info.status == "FINISHED" for run in runs)
+    assert parent.data.tags["num_folds"] == "2"
+    assert parent.data.metrics["mean_dice"] == pytest.approx(summary["mean_dice"])
+    assert parent.data.metrics["dice_organ_ci95_high"] == pytest.approx(summary["classes"]["organ"]["dice"]["ci95"][1])
+    assert {"splits.json", "summary.json", "metrics.csv", "postprocessing.json"} <= {
+        item.path for item in client.list_artifacts(parent.info.run_id)
+    }
+
+    # --resume: both folds are finished, so nothing trains again; the summary is rewritten in the same parent
+    again = gdlseg("train", *arguments, "patient", *TINY, *TINY_SETS, "--resume")
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "fold 0 finished earlier: skipped" in again.stderr and "fold 1 finished earlier: skipped" in again.stderr
+    assert len(client.search_runs([parent.info.experiment_id])) == 3
+
+    # the folder is the folds' ensemble for gdlseg infer, with the post-processing chosen above
+    segmented = tmp_path / "segmented"
+    image = data / content["training"][0]["image"]
+    infer = gdlseg("infer", "--ckpt", str(output), "--input", str(image), "--output", str(segmented), "--no-tracking")
+    assert infer.returncode == 0, infer.stderr[-4000:]
+    provenance = json.loads(next(segmented.glob("*_seg.json")).read_text())
+    assert len(provenance["checkpoints"]) == 2
+    applied = provenance["parameters"]["postprocessing"]
+    assert applied == "none" if not decision["rules"] else applied["rules"] == decision["rules"]
+
+    # a replaced split: the folds trained on the old one are neither skipped, resumed, nor ensembled
+    splits = json.loads((output / "splits.json").read_text())
+    splits["folds"].reverse()
+    (output / "splits.json").write_text(json.dumps(splits))
+    refused = gdlseg("train", *arguments, "patient", *TINY, *TINY_SETS, "--resume")
+    assert refused.returncode == 2 and "fold 0 in" in refused.stderr and "another split" in refused.stderr
+    stale = gdlseg("infer", "--ckpt", str(output), "--input", str(image), "--output", str(tmp_path / "x"))
+    assert stale.returncode == 2 and "no finished model for fold(s) 0, 1" in stale.stderr

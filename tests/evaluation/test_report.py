@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from gdlseg.evaluation.bootstrap import bootstrap_interval
 from gdlseg.evaluation.metrics import absent_class_metrics
 from gdlseg.evaluation.plots import save_box_plots, save_overlay
 from gdlseg.evaluation.report import summarize, write_evaluation_report
@@ -18,10 +19,14 @@ def test_summarize_uses_finite_values_only():
         "mean": pytest.approx(7 / 3),
         "median": 2.0,
         "std": pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 3)),
+        "ci95": [
+            pytest.approx(bootstrap_interval([1.0, 2.0, 4.0])[0]),
+            pytest.approx(bootstrap_interval([1.0, 2.0, 4.0])[1]),
+        ],
         "cases": 3,
     }
-    assert summarize([NAN, INF]) == {"mean": None, "median": None, "std": None, "cases": 0}
-    assert summarize([]) == {"mean": None, "median": None, "std": None, "cases": 0}
+    empty = {"mean": None, "median": None, "std": None, "ci95": None, "cases": 0}
+    assert summarize([NAN, INF]) == empty and summarize([]) == empty
 
 
 def case(dice, hd95, msd, reference_ml, prediction_ml):
@@ -48,8 +53,8 @@ def test_report_counts_empty_classes_and_writes_strict_json(tmp_path):
     assert organ["dice"]["mean"] == pytest.approx(0.8) and organ["hd95_mm"]["median"] == pytest.approx(3.0)
     assert (organ["empty_in_one"], organ["empty_in_both"]) == (0, 0)
     # lesion: missed in a (Dice 0 counts; distances inf do not), absent from both in b (nothing counts).
-    assert lesion["dice"] == {"mean": 0.0, "median": 0.0, "std": 0.0, "cases": 1}
-    assert lesion["hd95_mm"] == {"mean": None, "median": None, "std": None, "cases": 0}
+    assert lesion["dice"] == {"mean": 0.0, "median": 0.0, "std": 0.0, "ci95": [0.0, 0.0], "cases": 1}
+    assert lesion["hd95_mm"] == {"mean": None, "median": None, "std": None, "ci95": None, "cases": 0}
     assert (lesion["empty_in_one"], lesion["empty_in_both"]) == (1, 1)
     assert lesion["volume_reference_ml"]["mean"] == pytest.approx(0.1)
     assert stored["mean_dice"] == pytest.approx(0.4)  # mean of the class means 0.8 and 0.0

@@ -15,9 +15,11 @@ CLASS_NAMES = ["background", "organ", "vessel", "lesion"]
 ROI = [16, 16, 16]
 
 
-def segresnet(classes: int = 4, filters: int = 8, in_channels: int = 1, norm: str = "group") -> SegResNet:
-    """The bundle's architecture (blocks 1-2-2-4 down, 1-1-1 up) at a tiny width."""
-    torch.manual_seed(0)
+def segresnet(
+    classes: int = 4, filters: int = 8, in_channels: int = 1, norm: str = "group", seed: int = 0
+) -> SegResNet:
+    """The bundle's architecture (blocks 1-2-2-4 down, 1-1-1 up) at a tiny width, weights drawn with ``seed``."""
+    torch.manual_seed(seed)
     return SegResNet(
         spatial_dims=3,
         in_channels=in_channels,
@@ -38,12 +40,15 @@ def write_checkpoint(
     full: bool = False,
     norm: str = "group",
     channel_names: list[str] | None = None,
+    seed: int = 0,
+    **recorded,
 ) -> Path:
     """``folder/model.pt`` (a plain state dict, or a full training checkpoint with ``full``), with the
     ``training.json`` training writes (``record``) and an ``mlflow_run.json`` (``run_id``); a network of
-    ``len(channel_names)`` input channels when they are given (recorded as training records them)."""
+    ``len(channel_names)`` input channels when they are given (recorded as training records them); weights
+    drawn with ``seed``; ``recorded`` replaces entries of the record (``pixdim=[2, 2, 2]``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    network = segresnet(classes, filters, in_channels=len(channel_names) if channel_names else 1, norm=norm)
+    network = segresnet(classes, filters, in_channels=len(channel_names) if channel_names else 1, norm=norm, seed=seed)
     path = folder / ("checkpoint_final.pt" if full else "model.pt")
     state = {"model": network.state_dict(), "optimizer": {"state": {}, "param_groups": []}} if full else None
     torch.save(state or network.state_dict(), path)
@@ -56,6 +61,7 @@ def write_checkpoint(
             content.update(in_channels=len(channel_names), channel_names=channel_names, intensity=["ct", "mr"])
         if norm != "group":  # records written before recipes existed have no "norm": group norm
             content["norm"] = norm
+        content.update(recorded)
         (folder / "training.json").write_text(json.dumps(content))
     if run_id:
         (folder / "mlflow_run.json").write_text(json.dumps({"run_id": run_id, "run_name": "train-x"}))
@@ -63,3 +69,11 @@ def write_checkpoint(
 
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[2] / "bundles" / "segresnet_gdl"
+
+
+def write_folds(root: Path, folds: int = 2) -> Path:
+    """``root/fold_<k>/models/model.pt`` with weights of their own (seed k), their ``training.json`` and a run
+    record ``fold-<k>-run``: the models of a cross-validation's output folder."""
+    for fold in range(folds):
+        write_checkpoint(root / f"fold_{fold}" / "models", run_id=f"fold-{fold}-run", seed=fold)
+    return root

@@ -42,7 +42,7 @@ def test_a_corrupt_file_fails_by_name_and_the_others_finish(model, scans, tmp_pa
     outcomes = segment_cases([inputs / "broken.nii.gz", inputs / "good.nrrd"], model, options(output))
     assert [(o.case, o.ok) for o in outcomes] == [("broken", False), ("good", True)]
     assert "broken" in outcomes[0].error
-    assert sorted(p.name for p in output.iterdir()) == ["good_seg.json", "good_seg.nii.gz"]  # nothing partial
+    assert sorted(p.name for p in output.iterdir()) == ["good_seg.json", "good_seg.nii.gz", "good_stats.json"]
 
 
 def test_provenance_identifies_input_and_checkpoint_by_content_and_names_no_patient(model, scans, tmp_path):
@@ -52,6 +52,8 @@ def test_provenance_identifies_input_and_checkpoint_by_content_and_names_no_pati
     assert record["case"] == "oblique"
     assert record["input"]["sha256"] == hashlib.sha256(scans["oblique"].read_bytes()).hexdigest()
     assert record["checkpoint"] == {"file": "model.pt", "sha256": model.checkpoint_sha256}
+    assert record["checkpoints"] == [{**record["checkpoint"], "training_run_id": "train-run-1"}]  # one model
+    assert record["parameters"]["models"] == 1
     assert record["training_run_id"] == "train-run-1"
     metadata = json.loads((BUNDLE_ROOT / "configs" / "metadata.json").read_text())
     assert record["bundle"]["version"] == metadata["version"]
@@ -135,7 +137,8 @@ def test_a_nnunet_folder_is_segmented_by_case_and_a_case_missing_a_channel_fails
     assert [(o.case, o.ok) for o in outcomes] == [("case_001", True), ("case_002", True), ("lonely", False)]
     assert "lonely: has channel files ['_0000']; the network takes 2" in outcomes[2].error
     assert sorted(p.name for p in output.iterdir()) == [
-        "case_001_seg.json", "case_001_seg.nii.gz", "case_002_seg.json", "case_002_seg.nii.gz"
+        "case_001_seg.json", "case_001_seg.nii.gz", "case_001_stats.json",
+        "case_002_seg.json", "case_002_seg.nii.gz", "case_002_stats.json",
     ]  # fmt: skip
     record = json.loads((output / "case_002_seg.json").read_text())
     channels = [folder / "case_002_0000.nii.gz", folder / "case_002_0001.nii.gz"]

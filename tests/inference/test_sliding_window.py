@@ -20,8 +20,9 @@ def network():
     return segresnet(classes=6).eval()
 
 
-def monai_logits(image, network, roi, overlap=0.25, batch=3):
-    inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=batch, overlap=overlap, mode="gaussian")
+def monai_logits(image, network, roi, overlap=0.25, batch=3, mode="constant"):
+    """MONAI's blended logits; ``constant`` blending is gdlseg's default too."""
+    inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=batch, overlap=overlap, mode=mode)
     with torch.no_grad():
         return inferer(image[None], network)[0]
 
@@ -34,10 +35,11 @@ def monai_logits(image, network, roi, overlap=0.25, batch=3):
         ((12, 30, 10), (16, 16, 16), 0.25),  # smaller than the window on two axes: zero-padded
     ],
 )
-def test_labels_and_probabilities_equal_monai_blending(network, shape, roi, overlap):
+@pytest.mark.parametrize("mode", ["constant", "gaussian"])
+def test_labels_and_probabilities_equal_monai_blending(network, shape, roi, overlap, mode):
     image = torch.rand(1, *shape, generator=torch.Generator().manual_seed(1))
-    reference = monai_logits(image, network, roi, overlap)
-    settings = SlidingWindowSettings(roi, overlap=overlap, sw_batch_size=2, precision="float32")
+    reference = monai_logits(image, network, roi, overlap, mode=mode)
+    settings = SlidingWindowSettings(roi, overlap=overlap, sw_batch_size=2, mode=mode, precision="float32")
     result = sliding_window_segment(image, network, settings, probabilities=True)
     assert result.labels.shape == shape and result.labels.dtype == torch.uint8
     assert torch.equal(result.labels.long(), reference.argmax(0))
@@ -103,3 +105,24 @@ def test_window_batch_shrinks_for_many_classes():
     assert window_batch_size(4, 4, (96, 96, 96)) == 4
     assert window_batch_size(4, 105, (96, 96, 96)) == 1  # 370 MB of logits per window
     assert window_batch_size(8, 105, (48, 48, 32)) == 8
+
+
+def test_the_command_line_and_the_bundle_use_the_library_defaults():
+    """One default per setting: gdlseg infer's options and inference.yaml's inferer repeat the library's
+    (the command line does not import torch to build its parser), so they are checked here."""
+    import dataclasses
+
+    import yaml
+
+    from gdlseg.cli.main import build_parser
+    from tests.bundles.conftest import BUNDLE
+
+    defaults = {field.name: field.default for field in dataclasses.fields(SlidingWindowSettings)}
+    args = build_parser().parse_args(["infer", "--ckpt", "m.pt", "--input", "x", "--output", "y"])
+    assert (args.overlap, args.sw_batch_size, args.blend, args.precision, args.tta) == (
+        defaults["overlap"], defaults["sw_batch_size"], defaults["mode"], defaults["precision"], defaults["tta"],
+    )  # fmt: skip
+    inferer = yaml.safe_load((BUNDLE / "configs" / "inference.yaml").read_text())["inferer"]
+    assert {key: inferer[key] for key in ("overlap", "sw_batch_size", "mode", "precision", "tta")} == {
+        key: defaults[key] for key in ("overlap", "sw_batch_size", "mode", "precision", "tta")
+    }

@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "bench_recipe.py"
 sys.path.insert(0, str(SCRIPT.parent))
 
+import bench_recipe  # noqa: E402
 from imbalance_phantoms import two_channel_organ_case  # noqa: E402
 from learning_tasks import PatchSampler, bundle_augmentation  # noqa: E402
 
@@ -47,11 +48,8 @@ def test_tiny_run_reports_the_goals(tmp_path):
     report = json.loads((tmp_path / "recipe.json").read_text())
     assert report["command"].startswith("python scripts/bench_recipe.py")
     recipes = {(run["task"], run["recipe"]) for run in report["runs"]}
-    assert recipes == {
-        (t, r)
-        for t in ("organs", "channels")
-        for r in ("recipe_today", "recipe_today_dicece", "recipe_augment", "recipe_new", "recipe_new_dicece")
-    }
+    assert recipes == {(t, r) for t in ("organs", "channels") for r in bench_recipe.RECIPES}
+    assert "recipe_augment_dicece" in bench_recipe.RECIPES  # the default recipe with MONAI's DiceCE
     new = next(run for run in report["runs"] if run["recipe"] == "recipe_new")
     assert new["settings"]["augment"] and new["settings"]["deep_supervision"]
     markdown = (tmp_path / "recipe.md").read_text()

@@ -3,8 +3,9 @@
 Predictions ``<case>_seg.<suffix>`` in --pred are paired by case name with references ``<case>.<suffix>``
 in --ref (NIfTI, NRRD, MetaImage). For every case and foreground class: Dice, 95th-percentile Hausdorff
 distance and mean surface distance in mm (with the voxel spacing), and both volumes in ml. Written to
-OUTPUT: metrics.csv (one row per case and class), summary.json (per class mean, median, std and the
-number of cases behind them), plots/box_<metric>.png, overlays/<case>.png for the worst cases.
+OUTPUT: metrics.csv (one row per case and class), summary.json (per class mean, median, std, the
+percentile bootstrap 95% interval of the mean (2000 resamples, seed 0) and the number of cases behind
+them), plots/box_<metric>.png, overlays/<case>.png for the worst cases.
 
 Edge cases: a class absent from both maps has Dice, HD95 and MSD NaN (left out of the statistics); a
 class absent from exactly one has Dice 0 and HD95/MSD inf (left out of the distance statistics, counted

@@ -13,8 +13,15 @@ _0000); their grid is channel 0's, and the provenance lists each channel file's 
 appear complete or not at all; inputs are never overwritten; a failed case is reported by name and
 the others still finish (exit code 1).
 
+Fold ensembles: --ckpt takes several checkpoints, or a folder holding fold_*/models/model.pt (a
+cross-validation's output; else the *.pt files directly inside it). Every window is segmented by each
+model in turn and the mean of their softmax probabilities is blended and labelled (memory does not grow
+with the number of models). The models must agree on classes, channels, spacing, intensity
+normalisation, orientation and window size; a disagreement stops before anything is written. The
+provenance lists every checkpoint's SHA-256.
+
 Tracking: each invocation is one MLflow run (job "infer"), tagged with the training run whose
-mlflow_run.json lies next to the checkpoint. Store: --tracking-uri, else $MLFLOW_TRACKING_URI, else
+mlflow_run.json lies next to the (first) checkpoint. Store: --tracking-uri, else $MLFLOW_TRACKING_URI, else
 that training's store (the run lands beside its training, away from the label maps), else SQLite in
 OUTPUT/mlflow. --no-tracking turns it off.
 """
@@ -41,7 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt", type=Path, help="model.pt or checkpoint_*.pt written by training")
+    source.add_argument(
+        "--ckpt", type=Path, nargs="+", metavar="PATH",
+        help="model.pt or checkpoint_*.pt written by training; several, or a folder of fold_*/models/model.pt "
+        "(cross-validation), for an ensemble averaging their probabilities",
+    )  # fmt: skip
     source.add_argument(
         "--model", metavar="URI",
         help="an MLflow model logged by gdlseg train: models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model "
@@ -65,8 +76,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--overlap", type=float, default=0.25, help="window overlap in [0, 1) (default 0.25)")
     parser.add_argument("--sw-batch-size", type=int, default=4, help="windows per network call (default 4)")
     parser.add_argument(
+        "--blend", default="constant", choices=("constant", "gaussian"),
+        help="how overlapping windows are weighted: their mean (constant, the default) or towards their centre",
+    )  # fmt: skip
+    parser.add_argument(
         "--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
         help="autocast precision (auto: bf16 on CPUs with native bf16, fp16/bf16 on CUDA, else float32)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--postprocessing", default="auto", metavar="auto|none|FILE",
+        help="per-class post-processing chosen by cross-validation (default auto: the postprocessing.json beside "
+        "the models, if any: in the --ckpt folder or beside the first checkpoint file)",
     )  # fmt: skip
     parser.add_argument("--series-uid", help="the DICOM series to read from a folder holding several")
     parser.add_argument(
@@ -117,10 +137,13 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--model {args.model}: expected models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model"
         )
+    if args.model is not None and args.postprocessing not in ("auto", "none"):
+        raise UsageError("--postprocessing FILE applies to --ckpt models; an MLflow model is used as logged")
     if args.model is not None and not (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
         raise UsageError(f"--model {args.model}: give the store with --tracking-uri or $MLFLOW_TRACKING_URI")
-    if args.ckpt is not None and not args.ckpt.is_file():
-        raise UsageError(f"--ckpt {args.ckpt}: no such file")
+    for path in args.ckpt or []:
+        if not path.exists():
+            raise UsageError(f"--ckpt {path}: no such file or folder")
     if not 0.0 <= args.overlap < 1.0:
         raise UsageError(f"--overlap must lie in [0, 1), got {args.overlap}")
     if args.sw_batch_size < 1:
@@ -137,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
     if args.model is None:
         return _run(args)
     with tempfile.TemporaryDirectory(prefix="gdlseg-model-") as folder:
-        args.ckpt, model_bundle = download_model(args.model, args.tracking_uri, Path(folder))
+        checkpoint, model_bundle = download_model(args.model, args.tracking_uri, Path(folder))
+        args.ckpt = [checkpoint]
         args.bundle = args.bundle or model_bundle
         return _run(args)
 
@@ -200,19 +224,33 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"no bundle at {args.bundle or '(default)'}: pass --bundle with a folder holding configs/")
     device = resolve_device(args.device)
     from gdlseg.data.datalist import inference_inputs
-    from gdlseg.inference import InferenceOptions, SlidingWindowSettings, load_trained_model
+    from gdlseg.inference import InferenceOptions, SlidingWindowSettings, checkpoint_files, load_ensemble
     from gdlseg.inference.batch import inference_parameters
+    from gdlseg.inference.postprocessing import load_postprocessing
 
-    model = load_trained_model(
-        args.ckpt, bundle, device, num_classes=args.num_classes, class_names=args.class_names, roi_size=args.roi_size
+    try:
+        checkpoints = checkpoint_files(args.ckpt)
+    except ValueError as error:
+        raise UsageError(f"--ckpt: {error}") from None
+    model = load_ensemble(
+        checkpoints, bundle, device, num_classes=args.num_classes, class_names=args.class_names, roi_size=args.roi_size
     )
+    try:
+        postprocessing = load_postprocessing(None if args.model else args.postprocessing, args.ckpt, model.class_names)
+    except ValueError as error:
+        raise UsageError(f"--postprocessing: {error}") from None
     try:  # a network of several channels groups a folder's <case>_0000, _0001, … files by case
         cases = inference_inputs(args.input, args.dataset_dir or ".", channels=model.in_channels)
     except ValueError as error:
         raise UsageError(f"--input: {error}") from None
     prepare_output_folder(args.output)
     settings = SlidingWindowSettings(
-        model.roi_size, overlap=args.overlap, sw_batch_size=args.sw_batch_size, precision=args.precision, tta=args.tta
+        model.roi_size,
+        overlap=args.overlap,
+        sw_batch_size=args.sw_batch_size,
+        mode=args.blend,
+        precision=args.precision,
+        tta=args.tta,
     )
     options = InferenceOptions(
         output_dir=args.output,
@@ -220,10 +258,14 @@ def _run(args: argparse.Namespace) -> int:
         probabilities=args.save_probabilities,
         series_uid=args.series_uid,
         allow_irregular=args.allow_irregular,
+        postprocessing=postprocessing,
     )
+    # An ensemble is identified by its checkpoints' digests, in order: no paths (its files are all model.pt).
+    identity = {"checkpoint": args.model or checkpoints[0].name, "checkpoint_sha256": model.checkpoint_sha256}
+    if model.members:
+        identity = {"checkpoint_sha256": [member.checkpoint_sha256 for member in model.members]}
     params = {
-        "checkpoint": args.model or args.ckpt.name,
-        "checkpoint_sha256": model.checkpoint_sha256,
+        **identity,
         "cases": len(cases),
         "device": str(device),
         "classes": model.class_names,
@@ -238,6 +280,7 @@ def _run_tracked(args, cases, model, options, params, bundle) -> int:
     from tqdm import tqdm
 
     from gdlseg.inference import segment_cases
+    from gdlseg.inference.batch import write_statistics_csv
     from gdlseg.tracking import RunSettings, derived_run_tracking_uri, read_run_record, tracked_run
 
     training_record = read_run_record(model.training_run_record)
@@ -249,7 +292,7 @@ def _run_tracked(args, cases, model, options, params, bundle) -> int:
         experiment_name=args.experiment or training_record.get("experiment") or "gdlseg",
         run_name=args.run_name,
         params=params,
-        tags={"gdlseg.bundle_version": model.bundle_version},
+        tags={"gdlseg.bundle_version": model.bundle_version, **_ensemble_tags(model)},
         bundle_root=bundle,
         source_run_record=model.training_run_record,
     )
@@ -270,11 +313,19 @@ def _run_tracked(args, cases, model, options, params, bundle) -> int:
         if done:
             metrics["seconds_per_case"] = sum(outcome.seconds for outcome in done) / len(done)
         tracked.log_metrics(metrics)
-        tracked.log_artifacts([path for outcome in done for path in outcome.outputs if path.suffix == ".json"])
+        tracked.log_artifacts([path for outcome in done for path in outcome.outputs if path.name.endswith("_seg.json")])
+        write_statistics_csv(args.output, outcomes)  # beside the outputs only: per-case values stay out of MLflow
         if failed:
             tracked.set_tags({"gdlseg.failed_cases": ",".join(outcome.case for outcome in failed)})
     _print_summary(done, failed, seconds, args.output)
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _ensemble_tags(model) -> dict[str, str]:
+    """An ensemble's training runs, every model's in order (``gdlseg.training_run_id`` is the first's)."""
+    if not model.members:
+        return {}
+    return {"gdlseg.training_run_ids": ",".join(member.training_run_id or "" for member in model.members)}
 
 
 def _print_summary(done, failed, seconds: float, output: Path) -> None:

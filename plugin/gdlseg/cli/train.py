@@ -4,6 +4,12 @@ The command builds the equivalent ``python -m monai.bundle run`` (or ``torchrun 
 with ``--nproc-per-node`` above 1) command line, prints it so that the run can be repeated exactly
 without gdlseg's CLI, and runs it. Every option maps to one bundle ID; anything else can be set with
 ``--set ID=VALUE`` (repeatable), which is passed through verbatim.
+
+Cross-validation (docs/cross-validation.md): ``--folds K`` trains folds 0 … K-1 one after another, each its
+own bundle run in OUTPUT/fold_<i>, then segments every case with the model of the fold that validated it and
+writes the out-of-fold summary to OUTPUT/crossval; ``--fold I`` trains fold I only (folds in parallel
+processes or machines sharing OUTPUT); with ``--resume`` finished folds are skipped and interrupted ones
+continue.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import sys
 from pathlib import Path
 
 from gdlseg.cli.common import EXIT_OK, EXIT_SOME_FAILED, UsageError, default_bundle
+from gdlseg.cli.crossval import DEFAULT_FOLDS, run_folds
 
 # --augment's groups and the bundle IDs that switch them on
 AUGMENTATION_GROUPS = {
@@ -125,6 +132,21 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--model-alias", metavar="ALIAS", help="alias of the new version (e.g. champion)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT/models")
     parser.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="K-fold cross-validation: train every fold (OUTPUT/fold_<i>), then the out-of-fold summary "
+        "(OUTPUT/crossval); with --resume finished folds are skipped",
+    )
+    parser.add_argument(
+        "--fold", type=int, metavar="I", help=f"train fold I only, of --folds K (default {DEFAULT_FOLDS}); no summary"
+    )
+    parser.add_argument(
+        "--group-key",
+        metavar="KEY",
+        help="datalist key whose cases stay in one fold, e.g. the patient (default: group; a case without it is alone)",
+    )
+    parser.add_argument(
         "--nproc-per-node",
         type=int,
         default=1,
@@ -230,6 +252,8 @@ def bundle_overrides(args: argparse.Namespace) -> dict[str, str]:
         overrides["registered_model_alias"] = args.model_alias
     if args.resume:
         overrides["resume"] = "true"
+    if args.group_key is not None:
+        overrides["group_key"] = args.group_key
     for item in args.set:
         key, separator, value = item.partition("=")
         if not separator or not key:
@@ -272,6 +296,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--dataset {args.dataset}: not a folder")
     if args.nproc_per_node < 1:
         raise UsageError(f"--nproc-per-node must be at least 1, got {args.nproc_per_node}")
+    if args.folds is not None or args.fold is not None:
+        return run_folds(args, bundle, bundle_overrides(args), bundle_command)
     command = bundle_command(bundle, bundle_overrides(args), args.nproc_per_node)
     print(shlex.join(command), file=sys.stderr)
     if args.dry_run:

@@ -54,6 +54,36 @@ def write_json_atomically(path: os.PathLike | str, content: Mapping[str, Any] | 
     return write_text_atomically(path, json.dumps(content, indent=2) + "\n")
 
 
+def write_json_if_absent(path: os.PathLike | str, content: Mapping[str, Any] | list) -> bool:
+    """Write ``content`` as indented JSON to ``path`` unless a file is there already; return whether this
+    call wrote it.
+
+    Of several processes (or machines sharing the folder) racing to create one file, exactly one wins and
+    no reader sees a partial file: the content goes to a hidden temporary file that is then hard-linked
+    to ``path``, and ``os.link`` fails atomically when ``path`` exists. On a file system without hard
+    links the file is created exclusively (``open(path, "x")``) instead: one writer still wins, but a
+    reader racing it may see the file before it is complete.
+    """
+    path = Path(path)
+    text = json.dumps(content, indent=2) + "\n"
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here (some network and FUSE file systems)
+            try:
+                with open(path, "x", encoding="utf-8") as stream:
+                    stream.write(text)
+            except FileExistsError:
+                return False
+        return True
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def write_csv_atomically(path: os.PathLike | str, rows: Sequence[Mapping], columns: Sequence[str]) -> Path:
     """Write ``rows`` (dicts keyed by ``columns``) as a CSV file, atomically. Floats keep full precision;
     NaN and inf are written ``nan`` and ``inf`` (pandas and R read them back)."""

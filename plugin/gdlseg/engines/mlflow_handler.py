@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ import torch
 from ignite.engine import Engine, Events
 
 from gdlseg.engines.outputs import iteration_loss
+from gdlseg.tracking.crossval import PARENT_RUN_TAG, cross_validation_run
 from gdlseg.tracking.inputs import datalist_dataset
 from gdlseg.tracking.run import RunSettings, TrackedRun, raise_keyboard_interrupt
-from gdlseg.tracking.store import now_ms
+from gdlseg.tracking.store import default_tracking_uri, now_ms
 
 logger = logging.getLogger("gdlseg.tracking")
 MODEL_FOLDER = "mlflow_model"  # beside the best weights: the MLflow model folders before upload
@@ -43,6 +45,12 @@ class MLflowTracker:
         registered_model_alias: the alias the new version gets (e.g. ``champion``).
         system_metrics: (train) log MLflow's system metrics (CPU, memory, GPU when present) during the run.
         system_metrics_interval: seconds between two samples of the system metrics.
+        fold: (train) the cross-validation fold this run trains, or None: the run gets the tag ``fold`` and is
+            nested (tag ``mlflow.parentRunId``) under the cross-validation's parent run, created when the
+            first fold starts (:func:`gdlseg.tracking.crossval.cross_validation_run`).
+        num_folds: (train, with ``fold``) the number of folds, a tag of the parent run.
+        crossval_dir: (train, with ``fold``) the cross-validation's folder (``crossval.json``, ``splits.json``);
+            default ``output_dir``.
     """
 
     def __init__(
@@ -68,6 +76,9 @@ class MLflowTracker:
         registered_model_alias: str | None = None,
         system_metrics: bool = False,
         system_metrics_interval: float = 10.0,
+        fold: int | None = None,
+        num_folds: int | None = None,
+        crossval_dir: os.PathLike | str | None = None,
     ) -> None:
         if registered_model_alias and not registered_model_name:
             raise ValueError(f"registered_model_alias {registered_model_alias!r} needs a registered_model_name.")
@@ -95,6 +106,9 @@ class MLflowTracker:
         self.registered_model_alias = registered_model_alias or None
         self.system_metrics = system_metrics
         self.system_metrics_interval = float(system_metrics_interval)
+        self.fold = None if fold is None else int(fold)
+        self.num_folds = num_folds
+        self.crossval_dir = crossval_dir if crossval_dir is not None else output_dir
         self.run: TrackedRun | None = None
         self.trainer: Engine | None = None
         self._pending: list[tuple[str, float, int, int]] = []
@@ -125,11 +139,25 @@ class MLflowTracker:
     def start(self, engine: Engine | None = None) -> None:
         """A new run (a second ``engine.run()`` gets another one)."""
         if self.run is None or self.run.status is not None:
-            self.run = TrackedRun(self.settings).start()
+            self.run = TrackedRun(self._run_settings()).start()
             if self.datalist is not None and self.job == "train":
                 self.run.log_dataset(datalist_dataset(self.datalist))
             if self.system_metrics and self.job == "train":
                 self.run.monitor_system(self.system_metrics_interval)
+
+    def _run_settings(self) -> RunSettings:
+        """The run's settings; a fold's run gets its fold and its cross-validation's parent run as tags."""
+        if self.fold is None:
+            return self.settings
+        settings = self.settings
+        tracking_uri = settings.tracking_uri or default_tracking_uri(settings.output_dir)
+        parent = cross_validation_run(
+            self.crossval_dir, tracking_uri, settings.experiment_name, self.num_folds, settings.bundle_root
+        )
+        tags = {**(settings.tags or {}), "fold": str(self.fold)}
+        if parent is not None:
+            tags[PARENT_RUN_TAG] = parent
+        return replace(settings, tags=tags)
 
     def log_iteration(self, engine: Engine) -> None:
         """Buffer the training loss and learning rate of the current iteration."""

@@ -6,6 +6,9 @@
 - :mod:`~gdlseg.evaluation.geometry`: do two images share one voxel grid?
 - :mod:`~gdlseg.evaluation.cases`: pair predictions with references by case name.
 - :mod:`~gdlseg.evaluation.report`: the CSV and the summary statistics; :mod:`~gdlseg.evaluation.plots`: pictures.
+- :mod:`~gdlseg.evaluation.bootstrap`: the percentile bootstrap interval of a mean over cases.
+- :mod:`~gdlseg.evaluation.batch`: a batch of cases evaluated and tracked, as ``gdlseg evaluate`` does;
+  :mod:`~gdlseg.evaluation.crossval`: a cross-validation's out-of-fold predictions and summary.
 """
 
 from gdlseg.evaluation.dice import dice_per_class

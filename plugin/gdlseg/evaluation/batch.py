@@ -158,10 +158,10 @@ def run_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     for name, entry in summary["classes"].items():
         for metric in SUMMARY_METRICS:
             if entry[metric]["mean"] is not None:
-                metrics[_metric_key(f"{metric}_{name}")] = entry[metric]["mean"]
+                metrics[metric_key(f"{metric}_{name}")] = entry[metric]["mean"]
     return metrics
 
 
-def _metric_key(name: str) -> str:
+def metric_key(name: str) -> str:
     """MLflow metric names allow letters, digits, ``_ - . /`` and spaces."""
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name)

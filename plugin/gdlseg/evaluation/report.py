@@ -1,8 +1,10 @@
 """Evaluation tables and summaries: the per-case CSV and the per-class statistics of ``summary.json``.
 
 Statistics policy: each metric's ``mean``, ``median`` and ``std`` (population, ddof = 0) are taken over
-the cases where it is finite, and ``cases`` counts them. NaN (class absent from both prediction and
-reference) and inf (a surface distance with one side empty) are left out; the class's
+the cases where it is finite, and ``cases`` counts them; ``ci95`` is the percentile bootstrap 95 %
+interval of the mean over those cases (2000 resamples, seed 0: :mod:`gdlseg.evaluation.bootstrap`).
+NaN (class absent from both prediction and reference) and inf (a surface distance with one side empty)
+are left out; the class's
 ``empty_in_both`` and ``empty_in_one`` say how many cases that was. A statistic without any finite
 value is ``null``. The JSON therefore never holds NaN or inf.
 """
@@ -13,10 +15,12 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from gdlseg.data.atomic import write_csv_atomically, write_json_atomically
+from gdlseg.evaluation.bootstrap import bootstrap_interval
 from gdlseg.evaluation.metrics import METRICS
 
 CSV_COLUMNS = ("case", "class", "label", *METRICS)
@@ -30,20 +34,23 @@ DEFINITIONS = {
     "surface": "mask voxels with a face neighbour outside the mask (image border counts as outside)",
     "volume_reference_ml": "reference voxels × voxel volume / 1000",
     "volume_prediction_ml": "predicted voxels × voxel volume / 1000",
-    "statistics": "mean, median, std (ddof=0) over the cases where the value is finite; cases = their count",
+    "statistics": "mean, median, std (ddof=0) over the cases where the value is finite; cases = their count; "
+    "ci95: percentile bootstrap 95% interval of the mean (2000 resamples of the cases, seed 0)",
 }
 
 
-def summarize(values: Iterable[float]) -> dict[str, float | int | None]:
-    """``{"mean", "median", "std", "cases"}`` of the finite ``values`` (None when there are none)."""
+def summarize(values: Iterable[float]) -> dict[str, float | int | list[float] | None]:
+    """``{"mean", "median", "std", "ci95", "cases"}`` of the finite ``values`` (None when there are none);
+    ``ci95`` is ``[low, high]`` (:func:`gdlseg.evaluation.bootstrap.bootstrap_interval`)."""
     array = np.asarray([float(value) for value in values], dtype=float)
     finite = array[np.isfinite(array)]
     if not finite.size:
-        return {"mean": None, "median": None, "std": None, "cases": 0}
+        return {"mean": None, "median": None, "std": None, "ci95": None, "cases": 0}
     return {
         "mean": float(finite.mean()),
         "median": float(np.median(finite)),
         "std": float(finite.std()),
+        "ci95": list(bootstrap_interval(finite)),
         "cases": int(finite.size),
     }
 
@@ -109,16 +116,16 @@ def write_evaluation_report(
         "unmatched": {key: list(names) for key, names in (unmatched or {}).items()},
         "definitions": DEFINITIONS,
     }
-    write_json_atomically(folder / "summary.json", _finite_or_none(summary))
+    write_json_atomically(folder / "summary.json", finite_or_none(summary))
     return summary
 
 
-def _finite_or_none(value):
+def finite_or_none(value: Any) -> Any:
     """The same structure with every NaN/inf float replaced by None (strict JSON)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
-        return {key: _finite_or_none(item) for key, item in value.items()}
+        return {key: finite_or_none(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_finite_or_none(item) for item in value]
+        return [finite_or_none(item) for item in value]
     return value

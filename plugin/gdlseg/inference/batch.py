@@ -2,10 +2,15 @@
 
 Each case writes, all-or-nothing (temporary names renamed only once every file is complete):
 
-- ``<case>_seg.nii.gz``: the label map on the input's grid (uint8; uint16 above 256 classes);
+- ``<case>_seg.nii.gz``: the label map on the input's grid (uint8; uint16 above 256 classes), with the
+  post-processing of ``InferenceOptions.postprocessing`` applied when there is one (the probabilities are not
+  post-processed);
 - ``<case>_probabilities.npz`` (optional): ``probabilities`` float16 ``(C, z, y, x)`` (SimpleITK's
   array order) with ``class_names``, ``spacing``, ``origin`` and ``direction`` (NIfTI has no float16);
-- ``<case>_seg.json``: the provenance record (:mod:`gdlseg.inference.provenance`).
+- ``<case>_seg.json``: the provenance record (:mod:`gdlseg.inference.provenance`);
+- ``<case>_stats.json``: per class the volume, voxels, components, whether it touches the scan's edge, its
+  bounding box and the input's intensities in it (:mod:`gdlseg.inference.statistics`); the batch's
+  ``statistics.csv`` gathers them (:func:`write_statistics_csv`).
 
 An output never replaces an input: a case whose output path is one of the inputs fails.
 
@@ -34,9 +39,11 @@ from gdlseg.data.channel_images import read_case_image
 from gdlseg.data.channels import channel_files
 from gdlseg.data.datalist import case_name
 from gdlseg.inference.model import TrainedModel
+from gdlseg.inference.postprocessing import Postprocessing
 from gdlseg.inference.provenance import channels_sha256, input_sha256, provenance_record
 from gdlseg.inference.segment import segment_image
 from gdlseg.inference.sliding_window import SlidingWindowSettings
+from gdlseg.inference.statistics import csv_rows, csv_text, structure_statistics
 from gdlseg.precision import resolve_precision
 
 sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run without it
@@ -51,6 +58,7 @@ class InferenceOptions:
     probabilities: bool = False
     series_uid: str | None = None
     allow_irregular: bool = False
+    postprocessing: Postprocessing | None = None  # per-class rules chosen by cross-validation
 
 
 @dataclass
@@ -61,6 +69,7 @@ class CaseOutcome:
     error: str | None = None
     outputs: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    statistics: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -69,16 +78,22 @@ class CaseOutcome:
 
 def output_paths(output_dir: Path, case: str, probabilities: bool) -> dict[str, Path]:
     """The files one case writes, by role."""
-    paths = {"labels": output_dir / f"{case}_seg.nii.gz", "provenance": output_dir / f"{case}_seg.json"}
+    paths = {
+        "labels": output_dir / f"{case}_seg.nii.gz",
+        "provenance": output_dir / f"{case}_seg.json",
+        "statistics": output_dir / f"{case}_stats.json",
+    }
     if probabilities:
         paths["probabilities"] = output_dir / f"{case}_probabilities.npz"
     return paths
 
 
 def inference_parameters(model: TrainedModel, options: InferenceOptions) -> dict[str, Any]:
-    """The parameters that decide the output (recorded in provenance and MLflow)."""
+    """The parameters that decide the output (recorded in provenance and MLflow); ``models`` is how many
+    checkpoints' probabilities are averaged (1: one checkpoint)."""
     settings = options.settings
     return {
+        "models": len(model.models),
         "roi_size": list(settings.roi_size),
         "overlap": settings.overlap,
         "sw_batch_size": settings.sw_batch_size,
@@ -88,6 +103,7 @@ def inference_parameters(model: TrainedModel, options: InferenceOptions) -> dict
         "tta": settings.tta,
         "probabilities": options.probabilities,
         "allow_irregular": options.allow_irregular,
+        "postprocessing": dict(options.postprocessing.record) if options.postprocessing else "none",
         **{key: value for key, value in model.settings.items()},
     }
 
@@ -124,7 +140,7 @@ def segment_cases(
             if item.get("problem"):
                 raise ValueError(item["problem"])
             files = [Path(path) for path in channel_files(item["image"])]
-            outcome.outputs = _segment_one(files, case, model, options, parameters, input_files)
+            outcome.outputs, outcome.statistics = _segment_one(files, case, model, options, parameters, input_files)
         except Exception as error:  # one bad case must not stop the batch; Ctrl-C still does
             outcome.error = f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
         outcome.seconds = time.perf_counter() - start
@@ -141,7 +157,7 @@ def _segment_one(
     options: InferenceOptions,
     parameters: dict[str, Any],
     input_files: set[Path],
-) -> list[Path]:
+) -> tuple[list[Path], dict[str, Any]]:
     paths = output_paths(options.output_dir, case, options.probabilities)
     for target in paths.values():
         if target.resolve() in input_files:
@@ -151,6 +167,16 @@ def _segment_one(
     read_seconds = time.perf_counter() - start
     result = segment_image(image, model, options.settings, case=case, probabilities=options.probabilities)
     seconds = {"read": read_seconds, **result.seconds}
+    if options.postprocessing is not None and options.postprocessing.rules:
+        start = time.perf_counter()
+        labels = sitk.GetArrayFromImage(result.labels)  # (z, y, x): the spacing reversed
+        processed = sitk.GetImageFromArray(options.postprocessing.apply(labels, image.GetSpacing()[::-1]))
+        processed.CopyInformation(result.labels)
+        result.labels = processed
+        seconds["postprocess"] = time.perf_counter() - start
+    start = time.perf_counter()
+    statistics = case_statistics(image, result.labels, model.class_names)
+    seconds["statistics"] = time.perf_counter() - start
     digests = [input_sha256(path, options.series_uid) for path in files]
     digest, channel_digests = (digests[0], None) if len(files) == 1 else (channels_sha256(digests), digests)
     with contextlib.ExitStack() as stack:  # every file of the case is renamed into place only at the end
@@ -167,7 +193,35 @@ def _segment_one(
                 direction=np.array(image.GetDirection()),
             )
         seconds["write"] = time.perf_counter() - start
+        temporary["statistics"].write_text(json.dumps({"case": case, "classes": statistics}, indent=2) + "\n")
         outputs = {role: target.name for role, target in paths.items() if role != "provenance"}
         record = provenance_record(case, digest, model, result.labels, parameters, seconds, outputs, channel_digests)
         temporary["provenance"].write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return list(paths.values())
+    return list(paths.values()), statistics
+
+
+def case_statistics(image: Any, labels: Any, class_names: Sequence[str]) -> dict[str, Any]:
+    """:func:`gdlseg.inference.statistics.structure_statistics` of a SimpleITK label map on ``image``'s grid
+    (every channel of a multi-channel image)."""
+    array = sitk.GetArrayFromImage(image)
+    channels = [array] if image.GetNumberOfComponentsPerPixel() == 1 else list(np.moveaxis(array, -1, 0))
+    return structure_statistics(
+        sitk.GetArrayFromImage(labels), channels, image.GetSpacing(), class_names, image.TransformIndexToPhysicalPoint
+    )
+
+
+def write_statistics_csv(output_dir: Path, outcomes: Sequence[CaseOutcome]) -> Path | None:
+    """``statistics.csv`` of the cases segmented (one row per case, class and channel), written atomically;
+    None when no case was."""
+    rows = [
+        row
+        for outcome in outcomes
+        if outcome.ok and outcome.statistics
+        for row in csv_rows(outcome.case, outcome.statistics)
+    ]
+    if not rows:
+        return None
+    path = output_dir / "statistics.csv"
+    with atomic_path(path) as temporary:
+        temporary.write_text(csv_text(rows), encoding="utf-8")
+    return path

@@ -49,6 +49,10 @@ class TrainedModel:
         bundle_root: the bundle folder; ``bundle_version`` from its metadata.json.
         training_run_record: the training's ``mlflow_run.json`` when it sits next to the checkpoint;
             ``training_run_id`` the MLflow run id it holds.
+        members: for an ensemble (:func:`gdlseg.inference.ensemble.load_ensemble`), the model of each
+            checkpoint, in order; empty for one checkpoint. An ensemble's ``network`` is their
+            ``EnsembleNetwork``; its ``checkpoint``, ``training_run_record`` and ``training_run_id`` are the
+            first member's, its ``checkpoint_sha256`` the SHA-256 of the members' SHA-256 digests in order.
     """
 
     network: torch.nn.Module
@@ -66,10 +70,16 @@ class TrainedModel:
     training_run_id: str | None = None
     network_config: dict[str, Any] = field(default_factory=dict)
     channel_names: list[str] | None = None
+    members: tuple[TrainedModel, ...] = ()
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def models(self) -> tuple[TrainedModel, ...]:
+        """The single-checkpoint models whose probabilities are averaged: the members, or itself alone."""
+        return self.members or (self,)
 
 
 def file_sha256(path: os.PathLike | str, chunk: int = 1 << 20) -> str:
@@ -78,6 +88,14 @@ def file_sha256(path: os.PathLike | str, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as stream:
         while block := stream.read(chunk):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_of_digests(digests: Sequence[str]) -> str:
+    """SHA-256 of a sequence of SHA-256 hex digests, in order (the identity of files taken together)."""
+    digest = hashlib.sha256()
+    for item in digests:
+        digest.update(bytes.fromhex(item))
     return digest.hexdigest()
 
 

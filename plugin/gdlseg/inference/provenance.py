@@ -1,10 +1,13 @@
 """The provenance record written next to each label map (``<case>_seg.json``).
 
 It identifies the input by content (SHA-256 of the file, or of a DICOM series' files in reading
-order; a case of several channel files lists each file's SHA-256, channel 0 first), the checkpoint
-by content and name, and records the channels the network takes, the bundle and software versions,
-device, runtime and inference parameters. It holds no patient identifier: no DICOM tag, no path — the case
-name is the only name in it (and file names of the checkpoint and outputs, without folders).
+order; a case of several channel files lists each file's SHA-256, channel 0 first), every checkpoint
+by content and file name (``checkpoints``: one entry per model of an ensemble, in order, each with
+its training run; one checkpoint is also ``checkpoint``, as before ensembles existed), and records
+the channels the network takes, the bundle and software versions, device, runtime and inference
+parameters. It holds no patient identifier: no DICOM tag, no path — the case name is the only name
+in it (and file names of the checkpoints and outputs, without folders). The top-level
+``training_run_id`` is the (first) model's.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from monai.utils import optional_import
 
 from gdlseg import versions
 from gdlseg.data.dicom import dicom_series_files
-from gdlseg.inference.model import TrainedModel, file_sha256
+from gdlseg.inference.model import TrainedModel, file_sha256, sha256_of_digests
 
 sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run without it
 
@@ -40,10 +43,7 @@ def input_sha256(path: os.PathLike | str, series_uid: str | None = None) -> str:
 
 def channels_sha256(digests: Sequence[str]) -> str:
     """SHA-256 of a case's channel files: of their SHA-256 digests, channel 0 first."""
-    digest = hashlib.sha256()
-    for item in digests:
-        digest.update(bytes.fromhex(item))
-    return digest.hexdigest()
+    return sha256_of_digests(digests)
 
 
 def software_versions() -> dict[str, str]:
@@ -70,6 +70,13 @@ def provenance_record(
     identity: dict[str, Any] = {"sha256": input_digest}
     if channel_digests is not None:
         identity["channel_sha256"] = list(channel_digests)
+    checkpoints = [
+        {"file": member.checkpoint.name, "sha256": member.checkpoint_sha256, "training_run_id": member.training_run_id}
+        for member in model.models
+    ]
+    single = (
+        {"checkpoint": {"file": model.checkpoint.name, "sha256": model.checkpoint_sha256}} if not model.members else {}
+    )
     return {
         "schema_version": SCHEMA_VERSION,
         "case": case,
@@ -77,7 +84,8 @@ def provenance_record(
         "input": identity,
         "channels": {"count": model.in_channels, "names": model.channel_names},
         "outputs": dict(outputs),
-        "checkpoint": {"file": model.checkpoint.name, "sha256": model.checkpoint_sha256},
+        **single,
+        "checkpoints": checkpoints,
         "training_run_id": model.training_run_id,
         "bundle": {"name": model.bundle_root.name, "version": model.bundle_version},
         "software": software_versions(),

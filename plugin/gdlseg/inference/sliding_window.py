@@ -1,8 +1,8 @@
 """Sliding-window segmentation whose memory does not grow with the class count × the volume.
 
 What is computed is exactly MONAI's ``sliding_window_inference`` followed by an argmax: for windows
-``w`` with importance map ``g_w`` (gaussian, MONAI's ``compute_importance_map``) and network output
-``y_w`` (logits, ``C`` channels), the blended logits of voxel ``v`` are
+``w`` with importance map ``g_w`` (MONAI's ``compute_importance_map``: constant, the default, or
+gaussian) and network output ``y_w`` (logits, ``C`` channels), the blended logits of voxel ``v`` are
 
     S_c(v) = Σ_w g_w(v) · y_w,c(v) / Σ_w g_w(v)         label(v) = argmax_c S_c(v)
 
@@ -16,6 +16,20 @@ therefore spans ``roi`` planes of the flush axis instead of the whole axis — e
 approximation (a running argmax over windows would not be: ``argmax_c Σ_w g_w y_w,c`` is not the
 argmax of any single window's ``g_w y_w``). The normaliser ``Σ_w g_w`` is positive, so the label
 is the argmax of the unnormalised sum; it is only divided out for probabilities.
+
+Ensembles (several models, e.g. the folds of a cross-validation): per window, each model ``m`` gives
+its logits ``y^m_w`` (with TTA, the mean of its logits over the mirror images), their softmax
+``p^m_w``, and the mean over the ``M`` models is what is blended:
+
+    P_c(v) = Σ_w g_w(v) · (1/M) Σ_m p^m_w,c(v) / Σ_w g_w(v)
+           = (1/M) Σ_m [ Σ_w g_w(v) · p^m_w,c(v) / Σ_w g_w(v) ]           label(v) = argmax_c P_c(v)
+
+The blend is linear, so ``P`` is the mean over the models of each model's blended window
+softmax; ``P`` sums to 1 over the classes and is the probability output as it is (no second softmax).
+The models run one after another on each window batch, so memory holds one window batch of one
+model's logits and one of the running mean, plus the same ``roi``-plane accumulator as one model:
+nothing grows with ``M``. One model (``M = 1``) keeps the logit blending above exactly: the softmax of
+blended logits, not the blend of softmaxes.
 
 Speed: ``torch.inference_mode``, window batches in channels-last layout (a network with channels-last
 weights then runs oneDNN's/cuDNN's fast 3D convolutions), bf16 autocast on CPUs with native bf16
@@ -37,6 +51,7 @@ from monai.data.utils import compute_importance_map, dense_patch_slices
 from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 
+from gdlseg.inference.accumulator import SlabAccumulator
 from gdlseg.precision import PRECISIONS, resolve_precision
 
 WINDOW_LOGITS_BUDGET = 512 * 2**20  # bytes of float32 logits per window batch
@@ -50,7 +65,10 @@ class SlidingWindowSettings:
         roi_size: window size per spatial axis (the network's training patch).
         overlap: fraction of a window shared with its neighbour along each axis, in [0, 1).
         sw_batch_size: windows per network call (lowered for many classes, see :func:`window_batch_size`).
-        mode: blending of overlapping windows, ``"gaussian"`` or ``"constant"`` (MONAI's names).
+        mode: blending of overlapping windows, ``"constant"`` (the mean of the windows over a voxel) or
+            ``"gaussian"`` (windows weighted towards their centre), MONAI's names. Constant is the default:
+            in ``scripts/bench_infer.py`` (3 trained models) it kept every class closest to the model zoo's
+            overlap-0.5 result at overlap 0.25 (docs/benchmarks.md, Inference).
         sigma_scale: the gaussian's sigma as a fraction of the window size (MONAI's default 0.125).
         precision: ``"auto"`` (bf16 on CPUs with native bf16 and on CUDA with bf16, fp16 on other
             CUDA devices, else float32), ``"float32"``, ``"bfloat16"`` or ``"float16"`` (autocast).
@@ -60,7 +78,7 @@ class SlidingWindowSettings:
     roi_size: tuple[int, ...]
     overlap: float = 0.25
     sw_batch_size: int = 4
-    mode: str = "gaussian"
+    mode: str = "constant"
     sigma_scale: float = 0.125
     precision: str = "auto"
     tta: bool = False
@@ -81,15 +99,10 @@ class SlidingWindowSettings:
 @dataclass
 class Segmentation:
     """``labels``: ``(*spatial)`` uint8 (int32 above 256 classes); ``probabilities``: ``(C, *spatial)``
-    float16 softmax of the blended logits, or None."""
+    float16 softmax of the blended logits (an ensemble: its blended mean probability), or None."""
 
     labels: torch.Tensor
     probabilities: torch.Tensor | None
-
-
-def label_dtype(num_classes: int) -> torch.dtype:
-    """uint8 up to 256 classes, int32 above (written as uint16)."""
-    return torch.uint8 if num_classes <= 256 else torch.int32
 
 
 def scan_interval(image_size: Sequence[int], roi_size: Sequence[int], overlap: float) -> tuple[int, ...]:
@@ -126,25 +139,81 @@ def _windows_by_start(
         yield start, list(group)
 
 
+Network = Callable[[torch.Tensor], torch.Tensor]
+
+
+class EnsembleNetwork(torch.nn.Module):
+    """Several networks of the same classes that segment together (the folds of a cross-validation).
+
+    :func:`sliding_window_segment` and :class:`FastSlidingWindowInferer` recognise it and run its
+    ``members`` one after another on each window batch (each with its own mirror TTA), blending the mean
+    of their softmax probabilities (see the module docstring). ``forward`` gives that mean for any other
+    caller: ``(B, C_in, *spatial)`` → ``(B, C, *spatial)`` float32, ``(1/M) Σ_m softmax(member_m(x))`` over
+    the channels (MONAI's ``SlidingWindowInferer`` then blends the same probabilities: the same labels).
+
+    Args:
+        networks: the members, each mapping ``(B, C_in, *spatial)`` to logits ``(B, C, *spatial)``.
+
+    Raises:
+        ValueError: no network.
+    """
+
+    def __init__(self, networks: Sequence[torch.nn.Module]) -> None:
+        super().__init__()
+        if not networks:
+            raise ValueError("an ensemble needs at least one network, got none.")
+        self.members = torch.nn.ModuleList(networks)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        mean = None
+        for member in self.members:
+            probabilities = torch.softmax(member(image).float(), dim=1)
+            mean = probabilities if mean is None else mean.add_(probabilities)
+        return mean.div_(len(self.members))
+
+
+def ensemble_members(network: Network | Sequence[Network]) -> list[Network]:
+    """The models of ``network``: an :class:`EnsembleNetwork`'s members, a list's items, or itself.
+
+    Raises:
+        ValueError: an empty list.
+    """
+    if isinstance(network, EnsembleNetwork):
+        return list(network.members)
+    members = list(network) if isinstance(network, (list, tuple)) else [network]
+    if not members:
+        raise ValueError("no network to segment with: the list of networks is empty.")
+    return members
+
+
 def sliding_window_segment(
     image: torch.Tensor,
-    network: Callable[[torch.Tensor], torch.Tensor],
+    network: Network | Sequence[Network],
     settings: SlidingWindowSettings,
     probabilities: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Segmentation:
-    """Segment one volume with overlapping windows.
+    """Segment one volume with overlapping windows, with one model or the mean of several.
 
     Args:
-        image: ``(C_in, *spatial)`` float tensor on the network's device (already preprocessed).
-        network: maps ``(B, C_in, *roi)`` to logits ``(B, C, *roi)``; called under ``inference_mode``.
-        settings: windows, blending, precision, TTA.
-        probabilities: also return the float16 softmax of the blended logits (``C × volume`` × 2 bytes).
-        progress: called with the number of windows done after each network call.
+        image: ``(C_in, *spatial)`` float tensor on the networks' device (already preprocessed).
+        network: maps ``(B, C_in, *roi)`` to logits ``(B, C, *roi)``; called under ``inference_mode``. A
+            list of them, or an :class:`EnsembleNetwork`, is an ensemble: the mean of the models' window
+            softmax is blended (module docstring); a single one (or a list of one) blends its logits.
+        settings: windows, blending, precision, TTA (applied to each model).
+        probabilities: also return the float16 class probabilities (``C × volume`` × 2 bytes): the softmax
+            of the blended logits, or an ensemble's blended mean probability.
+        progress: called with the number of windows done after each window batch (all models).
 
     Returns:
         :class:`Segmentation` on the CPU, cropped back to ``image``'s spatial size.
+
+    Raises:
+        ValueError: a ``roi_size`` of another dimension than the image, no network, or ensemble members
+            with different class counts.
     """
+    networks = ensemble_members(network)
+    ensemble = len(networks) > 1
     spatial_dims = image.dim() - 1
     roi = tuple(int(size) for size in settings.roi_size)
     if len(roi) != spatial_dims:
@@ -157,24 +226,39 @@ def sliding_window_segment(
     autocast = torch.autocast(image.device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
     flips = mirror_axes(spatial_dims, settings.tta)
 
-    def predict(batch: torch.Tensor) -> torch.Tensor:
+    def predict(model: Network, batch: torch.Tensor) -> torch.Tensor:
         """Logits of a window batch, in the autocast dtype without TTA (no float32 copy of the batch)."""
         with autocast:
             if len(flips) == 1:
-                return network(batch)
+                return model(batch)
             total = None
             for dims in flips:
-                output = network(batch.flip(dims) if dims else batch)
+                output = model(batch.flip(dims) if dims else batch)
                 output = (output.flip(dims) if dims else output).float()
                 total = output if total is None else total.add_(output)
             return total / len(flips)
 
-    blender: _SlabBlender | None = None
+    def window_outputs(batch: torch.Tensor) -> torch.Tensor:
+        """One model's logits, or an ensemble's mean softmax (float32), of a window batch."""
+        if not ensemble:
+            return predict(networks[0], batch)
+        mean = None
+        for index, model in enumerate(networks):  # one model's logits at a time, whatever the model count
+            probs = torch.softmax(predict(model, batch).float(), dim=1)
+            if mean is not None and probs.shape != mean.shape:
+                raise ValueError(
+                    f"ensemble model {index} gives {probs.shape[1]} classes, model 0 {mean.shape[1]}: the models "
+                    "of an ensemble must segment the same classes."
+                )
+            mean = probs if mean is None else mean.add_(probs)
+        return mean.div_(len(networks))
+
+    accumulator: SlabAccumulator | None = None
     batch_size = 1  # the first call reveals the class count, which sets the batch size
     with torch.inference_mode():
         for start, group in _windows_by_start(size, roi, settings.overlap, axis):
-            if blender is not None:
-                blender.advance_to(start)
+            if accumulator is not None:
+                accumulator.advance_to(start)
             first = 0
             while first < len(group):
                 windows = group[first : first + batch_size]
@@ -182,16 +266,20 @@ def sliding_window_segment(
                 batch = torch.stack([padded[(slice(None), *window)] for window in windows])
                 if spatial_dims == 3:
                     batch = batch.contiguous(memory_format=torch.channels_last_3d)  # matches channels-last weights
-                logits = predict(batch)
-                if blender is None:
-                    blender = _SlabBlender(size, roi, axis, logits.shape[1], weight, image.device, probabilities)
-                    batch_size = window_batch_size(settings.sw_batch_size, logits.shape[1], roi)
-                for output, window in zip(logits, windows):
-                    blender.add(output, window)
+                outputs = window_outputs(batch)
+                if accumulator is None:
+                    channels = outputs.shape[1]
+                    accumulator = SlabAccumulator(
+                        size, roi, axis, channels, weight, image.device, probabilities, blends_probabilities=ensemble
+                    )
+                    # an ensemble's batch holds the running mean and one model's output: twice the floats
+                    batch_size = window_batch_size(settings.sw_batch_size, channels * (2 if ensemble else 1), roi)
+                for output, window in zip(outputs, windows):
+                    accumulator.add(output, window)
                 if progress is not None:
                     progress(len(windows))
-        blender.advance_to(size[axis])
-    labels, probs = blender.result()
+        accumulator.advance_to(size[axis])
+    labels, probs = accumulator.result()
     labels = labels[crop]
     probs = None if probs is None else probs[(slice(None), *crop)]
     return Segmentation(labels=labels, probabilities=probs)
@@ -211,78 +299,13 @@ def _pad_to_roi(image: torch.Tensor, roi: Sequence[int]) -> tuple[torch.Tensor, 
     return image, tuple(crop)
 
 
-class _SlabBlender:
-    """The ``roi``-plane accumulator along the flush axis and the finished outputs.
-
-    Layout: ``sums`` is ``(L, C, *other axes)`` with ``L = roi[axis]`` planes starting at plane
-    ``origin`` of the volume; ``view`` shows it as ``(C, *spatial)`` for window arithmetic.
-    """
-
-    def __init__(
-        self,
-        size: Sequence[int],
-        roi: Sequence[int],
-        axis: int,
-        channels: int,
-        weight: torch.Tensor,
-        device: torch.device,
-        probabilities: bool,
-    ) -> None:
-        self.axis, self.size, self.weight = axis, tuple(size), weight
-        planes = roi[axis]
-        others = [length for index, length in enumerate(size) if index != axis]
-        self.sums = torch.zeros((planes, channels, *others), dtype=torch.float32, device=device)
-        self.weights = torch.zeros((planes, 1, *others), dtype=torch.float32, device=device) if probabilities else None
-        self.origin = 0
-        # The outputs are normal tensors (written in place under inference mode, which is allowed), so
-        # that callers may modify them afterwards without copying.
-        with torch.inference_mode(False):
-            self.labels = torch.empty(size, dtype=label_dtype(channels))
-            self.probabilities = torch.empty((channels, *size), dtype=torch.float16) if probabilities else None
-
-    def _view(self, buffer: torch.Tensor) -> torch.Tensor:
-        return buffer.movedim(0, self.axis + 1)
-
-    def add(self, logits: torch.Tensor, window: tuple[slice, ...]) -> None:
-        """Add ``g · logits`` of one window (``(C, *roi)``) to the accumulator."""
-        local = list(window)
-        local[self.axis] = slice(window[self.axis].start - self.origin, window[self.axis].stop - self.origin)
-        index = (slice(None), *local)
-        self._view(self.sums)[index].addcmul_(logits, self.weight)
-        if self.weights is not None:
-            self._view(self.weights)[index].add_(self.weight)
-
-    def advance_to(self, plane: int) -> None:
-        """Finish planes ``[origin, plane)`` (no window still to come touches them) and recycle them."""
-        count = plane - self.origin
-        if count <= 0:
-            return
-        finished = self.sums[:count]
-        labels = finished.argmax(dim=1).to(self.labels.dtype).cpu()
-        self.labels.movedim(self.axis, 0)[self.origin : plane] = labels
-        if self.probabilities is not None:
-            blended = finished / self.weights[:count]
-            probs = torch.softmax(blended, dim=1).to(torch.float16).cpu()
-            self.probabilities.movedim(self.axis + 1, 0)[self.origin : plane] = probs
-        keep = self.sums.shape[0] - count
-        for buffer in (self.sums, self.weights):
-            if buffer is None:
-                continue
-            for index in range(keep):  # forwards: each source plane lies after its destination
-                buffer[index].copy_(buffer[index + count])
-            buffer[keep:].zero_()
-        self.origin = plane
-
-    def result(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.labels, self.probabilities
-
-
 class FastSlidingWindowInferer(Inferer):
     """A MONAI ``Inferer`` returning the label map ``(B, 1, *spatial)`` of :func:`sliding_window_segment`.
 
     Use it in place of ``SlidingWindowInferer`` + ``AsDiscreted(argmax=True)`` (bundle configs):
     same labels, memory bounded for many classes. The output keeps the input's type and metadata
-    (float32 ``MetaTensor``), so ``Invertd``/``SaveImaged`` work as usual.
+    (float32 ``MetaTensor``), so ``Invertd``/``SaveImaged`` work as usual. Given an
+    :class:`EnsembleNetwork`, it segments with the mean probability of its members.
     """
 
     def __init__(
@@ -290,7 +313,7 @@ class FastSlidingWindowInferer(Inferer):
         roi_size: Sequence[int],
         overlap: float = 0.25,
         sw_batch_size: int = 4,
-        mode: str = "gaussian",
+        mode: str = "constant",
         sigma_scale: float = 0.125,
         precision: str = "auto",
         tta: bool = False,
@@ -304,11 +327,12 @@ class FastSlidingWindowInferer(Inferer):
         self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
     ) -> torch.Tensor:
         """``inputs`` ``(B, C_in, *spatial)`` → float32 labels ``(B, 1, *spatial)``; extra arguments go to
-        ``network``."""
+        ``network`` (to each member of an :class:`EnsembleNetwork`)."""
 
-        def predictor(batch: torch.Tensor) -> torch.Tensor:
-            return network(batch, *args, **kwargs)
+        def predictor(member: Callable[..., torch.Tensor]) -> Network:
+            return lambda batch: member(batch, *args, **kwargs)
 
-        labels = [sliding_window_segment(image, predictor, self.settings).labels for image in inputs]
+        predictors = [predictor(member) for member in ensemble_members(network)]
+        labels = [sliding_window_segment(image, predictors, self.settings).labels for image in inputs]
         stacked = torch.stack(labels)[:, None].to(torch.float32)
         return convert_to_dst_type(stacked, inputs, device=inputs.device)[0]

@@ -5,7 +5,8 @@
 - :mod:`~gdlseg.tracking.store`: the tracking URI, experiments, reachability, run records, and
   :func:`send`, which delivers one record live or on replay;
 - :mod:`~gdlseg.tracking.run`: :class:`RunSettings`, :class:`TrackedRun` and :func:`tracked_run`;
-- :mod:`~gdlseg.tracking.spool`: what an unreachable store did not receive, kept on disk and replayed.
+- :mod:`~gdlseg.tracking.spool`: what an unreachable store did not receive, kept on disk and replayed;
+- :mod:`~gdlseg.tracking.crossval`: the parent run of a cross-validation, shared by its folds' runs.
 
 The Ignite handler that drives a :class:`TrackedRun` from a MONAI engine is
 :class:`gdlseg.engines.mlflow_handler.MLflowTracker`.
