@@ -75,3 +75,18 @@ def test_a_replaced_split_gets_a_new_parent_run(tmp_path):
     (tmp_path / "splits.json").write_text(json.dumps({"folds": [{"train": ["b"], "val": ["a"]}]}))
     second = cross_validation_run(tmp_path, uri, num_folds=2)
     assert second != first and json.loads((tmp_path / CROSSVAL_RECORD).read_text())["run_id"] == second
+
+
+def test_a_new_cross_validation_ends_the_unfinished_parent_of_the_old_one(tmp_path):
+    from gdlseg.tracking.crossval import abandon_cross_validation_run
+
+    uri = sqlite(tmp_path)
+    unfinished = cross_validation_run(tmp_path, uri, num_folds=2)
+    abandon_cross_validation_run(tmp_path)
+    assert not (tmp_path / CROSSVAL_RECORD).exists()
+    assert MlflowClient(uri).get_run(unfinished).info.status == "KILLED"
+    finished = cross_validation_run(tmp_path, uri, num_folds=2)
+    assert finished != unfinished and log_cross_validation_summary(tmp_path, {"mean_dice": 0.5}, []) == finished
+    abandon_cross_validation_run(tmp_path)
+    assert MlflowClient(uri).get_run(finished).info.status == "FINISHED"  # a finished one keeps its status
+    abandon_cross_validation_run(tmp_path)  # nothing recorded: nothing to do

@@ -56,7 +56,7 @@ def run_folds(
     )
     from gdlseg.engines.checkpoints import latest_checkpoint
     from gdlseg.inference.postprocessing import FILE_NAME
-    from gdlseg.tracking.crossval import CROSSVAL_RECORD
+    from gdlseg.tracking.crossval import abandon_cross_validation_run
 
     count, folds = fold_plan(args.folds, args.fold)
     if "registered_model_name" in overrides:
@@ -71,8 +71,8 @@ def run_folds(
     except ValueError as error:
         raise UsageError(str(error)) from None
     if args.fold is None and not args.resume and not args.dry_run:
-        for record in (CROSSVAL_RECORD, FILE_NAME):  # a new cross-validation: a new parent run, no old decision
-            (output / record).unlink(missing_ok=True)
+        abandon_cross_validation_run(output)  # a new cross-validation: a new parent run, no old decision
+        (output / FILE_NAME).unlink(missing_ok=True)
         forget_folds(output, count)
     for fold in folds:
         if args.resume and fold_of_another_split(output, fold):

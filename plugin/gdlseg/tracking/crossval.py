@@ -137,3 +137,29 @@ def log_cross_validation_summary(
         )
         return None
     return str(run_id)
+
+
+def abandon_cross_validation_run(output_dir: os.PathLike | str) -> None:
+    """Forget the parent run that ``<output_dir>/crossval.json`` names (a new cross-validation starts in the
+    folder): a parent still RUNNING, whose summary never came, ends KILLED so the MLflow UI does not show it
+    as in progress; then the record is removed. A store that cannot be reached only costs a warning."""
+    path = Path(output_dir) / CROSSVAL_RECORD
+    record = read_run_record(path)
+    run_id, tracking_uri = record.get("run_id"), record.get("tracking_uri")
+    if run_id and tracking_uri:
+        try:
+            from mlflow.tracking import MlflowClient
+
+            if not server_reachable(tracking_uri):
+                raise ConnectionError("its /health endpoint does not answer")
+            client = MlflowClient(tracking_uri)
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, "KILLED", end_time=now_ms())
+        except Exception as error:  # the new cross-validation starts either way
+            logger.warning(
+                "MLflow: the earlier cross-validation run %s in %s could not be ended (%s).",
+                run_id,
+                tracking_uri,
+                f"{type(error).__name__}: {error}"[:300],
+            )
+    path.unlink(missing_ok=True)
