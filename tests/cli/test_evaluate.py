@@ -154,11 +154,61 @@ def test_unmatched_cases_are_named(data, capsys):
         (["--classes", "background"], "--classes needs background and at least one class"),
         (["--overlays", "-1"], "--overlays must be 0 or more"),
         (["--training-record", "nothing.json"], "--training-record nothing.json: cannot be read as JSON"),
+        (["--nsd-tolerance", "abc"], "--nsd-tolerance abc: expected a number of mm or NAME=MM"),
+        (["--nsd-tolerance", "1", "2"], "--nsd-tolerance: two values for every class (1 and 2); give one"),
+        (["--nsd-tolerance", "=1"], "--nsd-tolerance =1: a class name must come before ="),
+        (["--nsd-tolerance", "class_1=1", "class_1=2"], "--nsd-tolerance: class_1 is given twice"),
+        (["--nsd-tolerance", "class_1=-1"], "--nsd-tolerance class_1=-1: an NSD tolerance must be a finite number"),
+        (["--nsd-tolerance", "organ=1"], "--nsd-tolerance: NSD tolerance of organ: 'organ' is not a class: without"),
+        (["--lesion-classes", "lesion"], "--lesion-classes: lesion class 'lesion' is not a class: without class names"),
+        (
+            ["--classes", *CLASSES, "--lesion-classes", "tumour"],
+            "--lesion-classes: lesion class 'tumour' is not a foreground class; the classes are organ, lesion",
+        ),
+        (["--lesion-size-bins", "1"], "--lesion-size-bins needs --lesion-classes"),
+        (
+            ["--lesion-classes", "class_2", "--lesion-size-bins", "1", "0.5"],
+            "--lesion-size-bins: lesion size bin edges must be strictly increasing, got [1.0, 0.5]",
+        ),
     ],
 )
 def test_usage_errors_exit_2(data, capsys, arguments, message):
     assert evaluate(data, *arguments) == 2  # argparse keeps the last of a repeated option
     assert message in capsys.readouterr().err
+
+
+def test_nsd_tolerances_and_lesion_detection(data, capsys):
+    """Per-class NSD tolerance and the lesion class: "exact" finds its lesion, "shifted" misses it, no
+    false positive anywhere. In MLflow (the default SQLite store) with the other per-class means."""
+    (data / "pred" / "wrong_grid_seg.nii.gz").unlink()
+    (data / "ref" / "wrong_grid.nii.gz").unlink()
+    arguments = ["--classes", *CLASSES, "--nsd-tolerance", "2.5", "organ=3", "--lesion-classes", "lesion"]
+    assert evaluate(data, *arguments, "--overlays", "0") == 0
+    out = capsys.readouterr().out
+    assert "NSD" in out
+    assert (
+        "lesion lesions: 2 in the references, 1 detected (sensitivity 0.500), 0 false positive (0.000 per scan)" in out
+    )
+
+    rows = {(row["case"], row["class"]): row for row in rows_of(data / "out" / "metrics.csv")}
+    # organ of "shifted": distances 16 × 0, 4 × 1.5, 4 × 3.0, 8 × 4.0 mm (test_surface's half plate): τ = 3 mm
+    assert float(rows["shifted", "organ"]["nsd"]) == 24 / 32
+    assert float(rows["shifted", "lesion"]["nsd"]) == 0.0 and float(rows["exact", "lesion"]["nsd"]) == 1.0
+    assert (rows["shifted", "lesion"]["lesions_fn"], rows["exact", "lesion"]["lesions_tp"]) == ("1", "1")
+    assert rows["shifted", "organ"]["lesions_tp"] == ""  # not a lesion class
+    summary = json.loads((data / "out" / "summary.json").read_text())
+    assert summary["nsd_tolerance_mm"] == {"organ": 3.0, "lesion": 2.5}
+    lesion = summary["lesions"]["classes"]["lesion"]
+    assert lesion["sensitivity"]["value"] == 0.5 and lesion["precision"]["value"] == 1.0
+    assert lesion["f1"]["value"] == pytest.approx(2 / 3)
+    # the 2×2×2 block is 8 × 2.1 mm³ = 0.0168 ml: in the first of the default bins
+    assert [entry["reference_lesions"] for entry in lesion["size_bins"]] == [2, 0, 0, 0]
+
+    _, [run] = runs_in(default_tracking_uri(data / "out"))
+    assert run.data.metrics["nsd_organ"] == pytest.approx((1.0 + 0.75) / 2)
+    assert run.data.metrics["lesion_sensitivity_lesion"] == 0.5
+    assert run.data.metrics["lesion_sensitivity_lesion_under_0.1ml"] == 0.5
+    assert run.data.params["nsd_tolerance_mm"] == "2.5"
 
 
 def test_no_pair_at_all_is_a_usage_error(data, capsys):
@@ -174,6 +224,7 @@ def test_help():
     result = subprocess.run([gdlseg_command(), "evaluate", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
     assert "--training-run-record" in result.stdout and "Exit codes" in result.stdout
+    assert "--nsd-tolerance MM|NAME=MM" in result.stdout and "--lesion-classes NAME" in result.stdout
 
 
 def test_tagged_with_the_training_run_in_its_store_with_its_class_names(data):

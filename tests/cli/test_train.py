@@ -220,7 +220,9 @@ def test_folds_train_nested_runs_and_the_out_of_fold_summary_lands_in_the_parent
     for entry in summary["classes"].values():
         dice = entry["dice"]
         assert dice["cases"] == 4 and dice["ci95"][0] <= dice["mean"] <= dice["ci95"][1] and dice["std"] >= 0
+        assert set(entry["nsd"]) == {"mean", "median", "std", "ci95", "cases"}  # the same per-case metrics
     assert [fold["cases"] for fold in summary["cross_validation"]["folds"]] == [2, 2]
+    assert all("mean_dice_ci95" in fold for fold in summary["cross_validation"]["folds"])
     decision = json.loads((output / "postprocessing.json").read_text())  # beside the folds, for gdlseg infer
     assert decision["cases"] == 4 and set(decision["evidence"]) == {"organ", "vessel", "lesion"}
     assert summary["cross_validation"]["postprocessing"] == decision["rules"]
@@ -240,6 +242,8 @@ def test_folds_train_nested_runs_and_the_out_of_fold_summary_lands_in_the_parent
     assert parent.data.tags["num_folds"] == "2"
     assert parent.data.metrics["mean_dice"] == pytest.approx(summary["mean_dice"])
     assert parent.data.metrics["dice_organ_ci95_high"] == pytest.approx(summary["classes"]["organ"]["dice"]["ci95"][1])
+    if summary["classes"]["organ"]["nsd"]["mean"] is not None:
+        assert parent.data.metrics["nsd_organ"] == pytest.approx(summary["classes"]["organ"]["nsd"]["mean"])
     assert {"splits.json", "summary.json", "metrics.csv", "postprocessing.json"} <= {
         item.path for item in client.list_artifacts(parent.info.run_id)
     }

@@ -1,11 +1,14 @@
-"""The percentile bootstrap interval of a mean, on cases whose answer is known."""
+"""Percentile bootstrap intervals (of a mean, of statistics of per-case sums), on cases whose answer is known."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 
-from gdlseg.evaluation.bootstrap import bootstrap_interval
+from gdlseg.evaluation.bootstrap import bootstrap_interval, bootstrap_sums_interval
+from gdlseg.evaluation.statistics import mean_of_class_means
 
 
 def test_equal_values_and_a_single_value_give_a_zero_width_interval():
@@ -42,3 +45,32 @@ def test_the_interval_is_reproducible_contains_the_mean_and_narrows_with_more_ca
 def test_bad_settings_are_refused(arguments, message):
     with pytest.raises(ValueError, match=message):
         bootstrap_interval([1.0, 2.0], **arguments)
+
+
+def test_the_sums_interval_of_a_mean_is_the_mean_interval():
+    values = np.random.default_rng(2).normal(0.6, 0.2, 30)
+    interval = bootstrap_sums_interval(values[:, None], lambda sums: sums[:, 0] / values.size)
+    assert interval == pytest.approx(bootstrap_interval(values), abs=1e-12)  # the same draws
+    assert bootstrap_sums_interval(np.zeros((0, 2)), lambda sums: sums[:, 0]) is None
+    with pytest.raises(ValueError, match=r"columns must be \(cases, k\)"):
+        bootstrap_sums_interval(values, lambda sums: sums)
+
+
+def test_a_pooled_ratio_resamples_cases_and_leaves_out_undefined_resamples():
+    # Case a: 1 of 2 lesions found; case b: no lesion. Resamples {a, a} and {a, b} give 1/2, {b, b} gives 0/0
+    # (left out): the interval is [0.5, 0.5].
+    counts = np.array([[1.0, 2.0], [0.0, 0.0]])
+    with np.errstate(invalid="ignore"):
+        interval = bootstrap_sums_interval(counts, lambda sums: sums[:, 0] / sums[:, 1])
+    assert interval == (0.5, 0.5)
+    with np.errstate(invalid="ignore"):
+        assert bootstrap_sums_interval(counts[1:], lambda sums: sums[:, 0] / sums[:, 1]) is None
+
+
+def test_the_mean_over_classes_of_the_class_means():
+    # a: {x: 1, y: 0}, b: {x: 0, y: undefined}: class means 0.5 and 0, mean 0.25. Resamples {a, a} → 0.5,
+    # {a, b} → mean(0.5, 0) = 0.25, {b, b} → 0 (y has no value there and is left out).
+    mean, interval = mean_of_class_means({"a": {"x": 1.0, "y": 0.0}, "b": {"x": 0.0, "y": math.nan}})
+    assert mean == 0.25 and interval == [0.0, 0.5]
+    assert mean_of_class_means({"a": {"x": math.nan}}) == (None, None)
+    assert mean_of_class_means({}) == (None, None)

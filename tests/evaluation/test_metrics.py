@@ -8,6 +8,7 @@ import SimpleITK as sitk
 
 from gdlseg.evaluation.geometry import geometry_differences, require_same_geometry
 from gdlseg.evaluation.metrics import absent_class_metrics, class_metrics, image_metrics, label_map
+from gdlseg.evaluation.options import MetricOptions
 
 SPACING_XYZ = (0.7, 1.5, 2.0)  # SimpleITK order: x, y, z
 
@@ -39,16 +40,27 @@ def test_hand_computed_values_in_mm_and_ml():
     assert organ["dice"] == pytest.approx(0.5)  # 2 · 8 / (16 + 16)
     assert organ["hd95_mm"] == pytest.approx(4.0)  # 2 voxels along z × 2.0 mm
     assert organ["msd_mm"] == pytest.approx(1.5625)  # (8 · 4 + 4 · 1.5 + 4 · 3) / 32
+    assert organ["nsd"] == 20 / 32  # default τ = 2 mm: the 16 zeros and the 4 distances of 1.5 mm
     assert organ["volume_reference_ml"] == pytest.approx(16 * voxel_ml)
     assert organ["volume_prediction_ml"] == pytest.approx(16 * voxel_ml)
     # Class 2 only predicted: Dice 0, distances inf (one side empty), volumes 0 and 4 voxels.
     assert results[2]["dice"] == 0.0 and results[2]["hd95_mm"] == math.inf and results[2]["msd_mm"] == math.inf
+    assert results[2]["nsd"] == 0.0
     assert results[2]["volume_reference_ml"] == 0.0 and results[2]["volume_prediction_ml"] == pytest.approx(
         4 * voxel_ml
     )
     # Class 3 absent from both: undefined.
-    assert all(math.isnan(results[3][key]) for key in ("dice", "hd95_mm", "msd_mm"))
+    assert all(math.isnan(results[3][key]) for key in ("dice", "hd95_mm", "msd_mm", "nsd"))
     assert results[3] == pytest.approx(absent_class_metrics(), nan_ok=True)
+    # per-class tolerances; lesions only where asked
+    options = MetricOptions(nsd_tolerance_by_label={1: 3.0}, lesion_labels=frozenset({2, 3}))
+    results = image_metrics(image(prediction), image(reference), num_classes=4, options=options)
+    assert results[1]["nsd"] == 24 / 32 and "lesions" not in results[1]
+    assert (results[2]["lesions"].fp, results[2]["lesions"].tp) == (1, 0)
+    assert results[3]["lesions"].row()["lesions_reference"] == 0
+    assert absent_class_metrics(lesions=True)["lesions"].row() == pytest.approx(
+        results[3]["lesions"].row(), nan_ok=True
+    )
 
 
 def test_labels_default_to_those_found_and_spacing_order_matters():

@@ -9,7 +9,13 @@ import torch
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-from gdlseg.evaluation.surface import hausdorff_distance, mean_surface_distance, surface, surface_distances
+from gdlseg.evaluation.surface import (
+    hausdorff_distance,
+    mean_surface_distance,
+    normalized_surface_dice,
+    surface,
+    surface_distances,
+)
 
 SPACING = (2.0, 1.5, 0.7)  # mm along array axes 0, 1, 2
 
@@ -34,6 +40,30 @@ def test_half_plate_shifted_by_two_voxels():
     np.testing.assert_allclose(np.sort(distances.reference_to_prediction), [0.0] * 8 + [1.5] * 4 + [3.0] * 4)
     assert hausdorff_distance(distances) == pytest.approx(4.0)  # max(q95 = 4, q95 = 3)
     assert mean_surface_distance(distances) == pytest.approx((8 * 4.0 + 4 * 1.5 + 4 * 3.0) / 32)  # 1.5625
+    # NSD: of the 32 distances, 16 are 0, 4 are 1.5 mm, 4 are 3.0 mm and 8 are 4.0 mm
+    assert normalized_surface_dice(distances, 1.0) == 16 / 32
+    assert normalized_surface_dice(distances, 1.5) == 20 / 32  # d ≤ τ: a distance equal to τ counts
+    assert normalized_surface_dice(distances, 3.0) == 24 / 32
+    assert normalized_surface_dice(distances, 4.0) == 1.0
+
+
+def test_nsd_of_a_cube_shifted_by_one_voxel():
+    """A 3×3×3 cube and the same cube one voxel further along axis 0 (2.0 mm), 1 mm along the others.
+    Each surface has 26 voxels (all but the centre). Prediction → reference: the 8 + 8 surface voxels
+    inside the reference's surface are at 0; the prediction's voxel on the reference's centre is 1 mm from
+    the reference's surface (a neighbour along axis 1); the 9 voxels of the far face are 2.0 mm out.
+    The reference → prediction distances are the mirror image: 16 × 0, 1 × 1.0, 9 × 2.0 mm."""
+    reference = np.zeros((7, 6, 6), dtype=bool)
+    reference[1:4, 1:4, 1:4] = True
+    prediction = np.roll(reference, 1, axis=0)
+    distances = surface_distances(prediction, reference, (2.0, 1.0, 1.0))
+    for directed in distances:
+        np.testing.assert_allclose(np.sort(directed), [0.0] * 16 + [1.0] + [2.0] * 9)
+    assert normalized_surface_dice(distances, 0.5) == 32 / 52
+    assert normalized_surface_dice(distances, 1.0) == 34 / 52
+    assert normalized_surface_dice(distances, 2.0) == 1.0
+    # Dice of the same pair for comparison: 2 · 18 / 54, lower than the NSD at one voxel's tolerance
+    assert 2 * (prediction & reference).sum() / (prediction.sum() + reference.sum()) == pytest.approx(2 / 3)
 
 
 def test_one_voxel_moved_away_separates_hd95_from_hd():
@@ -77,11 +107,14 @@ def test_edge_case_policy():
     cube[1:4, 1:4, 1:4] = True
     both_empty = surface_distances(empty, empty, (1, 1, 1))
     assert math.isnan(hausdorff_distance(both_empty)) and math.isnan(mean_surface_distance(both_empty))
+    assert math.isnan(normalized_surface_dice(both_empty, 2.0))
     for prediction, reference in ((cube, empty), (empty, cube)):
         one_empty = surface_distances(prediction, reference, (1, 1, 1))
         assert hausdorff_distance(one_empty) == math.inf and mean_surface_distance(one_empty) == math.inf
+        assert normalized_surface_dice(one_empty, 100.0) == 0.0
     identical = surface_distances(cube, cube, (1, 1, 1))
     assert hausdorff_distance(identical) == 0.0 and mean_surface_distance(identical) == 0.0
+    assert normalized_surface_dice(identical, 0.0) == 1.0
     assert surface(cube).sum() == 26  # 27 voxels minus the centre
 
 
@@ -95,6 +128,9 @@ def test_errors_name_the_problem():
         surface_distances(mask, mask, (1, 0, 1))
     with pytest.raises(ValueError, match=r"percentile must lie in \[0, 100\]"):
         hausdorff_distance(surface_distances(mask, mask, (1, 1, 1)), 101)
+    for tolerance in (-1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="an NSD tolerance must be a finite number of mm ≥ 0"):
+            normalized_surface_dice(surface_distances(mask, mask, (1, 1, 1)), tolerance)
 
 
 def random_blob(generator: np.random.Generator, shape, threshold: float) -> np.ndarray:
@@ -116,3 +152,22 @@ def test_agrees_with_monai_on_random_shapes(seed):
         msd = compute_average_surface_distance(*as_tensor, include_background=True, symmetric=True, spacing=spacing)
     assert hausdorff_distance(distances) == pytest.approx(float(hd95), rel=1e-5)
     assert mean_surface_distance(distances) == pytest.approx(float(msd), rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nsd_agrees_with_monai_on_random_shapes(seed):
+    """The same counts as MONAI 1.6.1's compute_surface_dice (use_subvoxels=False, its default); MONAI
+    returns float32. Tolerances equal to a spacing or its multiple (0.8, 1.3, 2.4 = 3 × 0.8 mm) put surface
+    voxels exactly at τ: they count as within, as in MONAI."""
+    from monai.metrics import compute_surface_dice
+
+    generator = np.random.default_rng(seed)
+    shape, spacing = (20, 24, 18), (2.5, 0.8, 1.3)
+    prediction, reference = random_blob(generator, shape, 0.05), random_blob(generator, shape, 0.1)
+    distances = surface_distances(prediction, reference, spacing)
+    as_tensor = [torch.from_numpy(mask)[None, None].float() for mask in (prediction, reference)]
+    for tolerance in (0.0, 0.8, 1.0, 1.3, 2.0, 2.4, 3.3, 5.0):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = compute_surface_dice(*as_tensor, [tolerance], include_background=True, spacing=spacing)
+        assert normalized_surface_dice(distances, tolerance) == pytest.approx(float(theirs), rel=1e-6, abs=1e-7)

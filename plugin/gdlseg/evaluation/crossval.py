@@ -23,7 +23,6 @@ weight whatever the size of its fold, as nnU-Net's cross-validation summary does
 from __future__ import annotations
 
 import csv
-import math
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -44,9 +43,11 @@ from gdlseg.data.splits import (
     fold_folder,
     read_splits,
 )
-from gdlseg.evaluation.batch import evaluate_cases, metric_key, run_metrics
+from gdlseg.evaluation.batch import evaluate_cases
 from gdlseg.evaluation.bootstrap import CONFIDENCE, RESAMPLES, SEED
 from gdlseg.evaluation.report import finite_or_none
+from gdlseg.evaluation.statistics import mean_of_class_means
+from gdlseg.evaluation.summary_metrics import metric_key, run_metrics
 from gdlseg.inference import InferenceOptions, SlidingWindowSettings, load_trained_model, output_paths, segment_cases
 from gdlseg.inference.postprocessing import FILE_NAME, choose_postprocessing, smallest_component_mm3
 from gdlseg.tracking.crossval import log_cross_validation_summary
@@ -188,34 +189,31 @@ def out_of_fold_evaluation(
 
 
 def fold_means(metrics_csv: Path, folds: Sequence[Mapping[str, Sequence[str]]]) -> list[dict[str, Any]]:
-    """Per fold: its validation case count and ``mean_dice``, the mean over classes of each class's mean
-    finite Dice over the fold's cases (the definition of ``summary.json``'s ``mean_dice``), or None."""
+    """Per fold: its validation case count, ``mean_dice``, the mean over classes of each class's mean
+    finite Dice over the fold's cases (the definition of ``summary.json``'s ``mean_dice``), or None, and
+    its bootstrap 95 % interval ``mean_dice_ci95`` over the fold's cases."""
     with open(metrics_csv, newline="") as stream:
         rows = list(csv.DictReader(stream))
     result = []
     for index, fold in enumerate(folds):
         mine = set(fold["val"])
-        by_class: dict[str, list[float]] = {}
+        dice: dict[str, dict[str, float]] = {}
         for row in rows:
-            value = float(row["dice"])
-            if row["case"] in mine and math.isfinite(value):
-                by_class.setdefault(row["class"], []).append(value)
-        means = [float(np.mean(values)) for values in by_class.values()]
-        result.append({"fold": index, "cases": len(mine), "mean_dice": float(np.mean(means)) if means else None})
+            if row["case"] in mine:
+                dice.setdefault(row["case"], {})[row["class"]] = float(row["dice"])
+        mean, interval = mean_of_class_means(dice)
+        result.append({"fold": index, "cases": len(mine), "mean_dice": mean, "mean_dice_ci95": interval})
     return result
 
 
 def crossval_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
-    """The parent run's metrics: :func:`gdlseg.evaluation.batch.run_metrics` (per-class means, mean Dice,
-    case counts), each class's Dice sd and 95 % interval (``dice_<class>_sd``, ``dice_<class>_ci95_low``,
-    ``dice_<class>_ci95_high``) and each fold's mean Dice (``fold_<i>_mean_dice``)."""
+    """The parent run's metrics: :func:`gdlseg.evaluation.summary_metrics.run_metrics` (per-class means with
+    their 95 % intervals, e.g. ``dice_<class>_ci95_low`` and ``_high``, mean Dice, case counts), each class's
+    Dice sd (``dice_<class>_sd``) and each fold's mean Dice (``fold_<i>_mean_dice``)."""
     metrics = run_metrics(summary)
     for name, entry in summary["classes"].items():
-        dice = entry["dice"]
-        if dice["std"] is not None:
-            metrics[metric_key(f"dice_{name}_sd")] = dice["std"]
-        if dice["ci95"] is not None:
-            metrics[metric_key(f"dice_{name}_ci95_low")], metrics[metric_key(f"dice_{name}_ci95_high")] = dice["ci95"]
+        if entry["dice"]["std"] is not None:
+            metrics[metric_key(f"dice_{name}_sd")] = entry["dice"]["std"]
     for fold in summary["cross_validation"]["folds"]:
         if fold["mean_dice"] is not None:
             metrics[f"fold_{fold['fold']}_mean_dice"] = fold["mean_dice"]

@@ -6,7 +6,11 @@ For every foreground label ``k`` (masks ``P = prediction == k``, ``R = reference
   (NaN when ``P`` and ``R`` are both empty);
 - ``hd95_mm``, ``msd_mm``: 95th-percentile Hausdorff and mean surface distance in mm, see
   :mod:`gdlseg.evaluation.surface` (NaN when both are empty, inf when exactly one is);
-- ``volume_reference_ml``, ``volume_prediction_ml`` = voxel count × voxel volume (mm³) / 1000.
+- ``nsd``: normalised surface Dice at the label's tolerance in mm, from the same surface distances
+  (NaN when both are empty, 0 when exactly one is);
+- ``volume_reference_ml``, ``volume_prediction_ml`` = voxel count × voxel volume (mm³) / 1000;
+- for the options' lesion labels only, ``lesions``: the :class:`~gdlseg.evaluation.lesions.LesionMatch`
+  of the label's connected components (:mod:`gdlseg.evaluation.lesions`).
 
 The work per class is confined to the bounding box of ``P ∨ R`` (grown by one voxel), found for every
 label in one pass, so a small lesion in a large scan costs little.
@@ -15,6 +19,7 @@ label in one pass, so a small lesion in a large scan costs little.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,27 +28,40 @@ from scipy import ndimage
 
 from gdlseg.evaluation.dice import dice_per_class
 from gdlseg.evaluation.geometry import require_same_geometry
-from gdlseg.evaluation.surface import hausdorff_distance, mean_surface_distance, surface_distances
+from gdlseg.evaluation.lesions import match_lesions
+from gdlseg.evaluation.options import MetricOptions
+from gdlseg.evaluation.surface import (
+    hausdorff_distance,
+    mean_surface_distance,
+    normalized_surface_dice,
+    surface_distances,
+)
 
 sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run without it
 
-METRICS = ("dice", "hd95_mm", "msd_mm", "volume_reference_ml", "volume_prediction_ml")
+METRICS = ("dice", "hd95_mm", "msd_mm", "nsd", "volume_reference_ml", "volume_prediction_ml")
 
 
 def class_metrics(
-    prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float], labels: Sequence[int]
-) -> dict[int, dict[str, float]]:
-    """The :data:`METRICS` of each label in ``labels``.
+    prediction: np.ndarray,
+    reference: np.ndarray,
+    spacing: Sequence[float],
+    labels: Sequence[int],
+    options: MetricOptions | None = None,
+) -> dict[int, dict[str, Any]]:
+    """The :data:`METRICS` of each label in ``labels`` (and ``lesions`` for the options' lesion labels).
 
     Args:
         prediction: integer label map ``(*spatial)``, values ≥ 0.
         reference: integer label map of the same shape.
         spacing: voxel size in mm along each array axis (numpy order).
         labels: the labels to score (a label absent from both maps gets the empty-class values).
+        options: NSD tolerances and lesion labels; None: the defaults (τ = 2 mm, no lesion labels).
 
     Returns:
         ``{label: {metric: value}}``.
     """
+    options = options or MetricOptions()
     if prediction.shape != reference.shape:
         raise ValueError(f"prediction shape {prediction.shape} differs from reference {reference.shape}.")
     highest = max(labels, default=0)
@@ -63,16 +81,20 @@ def class_metrics(
             "dice": float(dice[0, 1]),
             "hd95_mm": hausdorff_distance(distances, 95.0),
             "msd_mm": mean_surface_distance(distances),
+            "nsd": normalized_surface_dice(distances, options.nsd_tolerance(label)),
             "volume_reference_ml": int(truth.sum()) * voxel_ml,
             "volume_prediction_ml": int(predicted.sum()) * voxel_ml,
         }
+        if label in options.lesion_labels:
+            results[label]["lesions"] = match_lesions(predicted, truth, voxel_ml)
     return results
 
 
-def absent_class_metrics() -> dict[str, float]:
-    """The values of a class absent from both prediction and reference (by the same code path)."""
+def absent_class_metrics(lesions: bool = False) -> dict[str, Any]:
+    """The values of a class absent from both prediction and reference (by the same code path), with
+    its (empty) ``lesions`` if asked."""
     empty = np.zeros((1,), dtype=np.uint8)
-    return class_metrics(empty, empty, (1.0,), [1])[1]
+    return class_metrics(empty, empty, (1.0,), [1], MetricOptions(lesion_labels=frozenset({1} if lesions else ())))[1]
 
 
 def _union_box(first: tuple | None, second: tuple | None, shape: tuple[int, ...]) -> tuple[slice, ...] | None:
@@ -117,10 +139,13 @@ def label_map(image: sitk.Image, num_classes: int | None = None) -> np.ndarray:
 
 
 def image_metrics(
-    prediction: sitk.Image, reference: sitk.Image, num_classes: int | None = None
-) -> dict[int, dict[str, float]]:
+    prediction: sitk.Image,
+    reference: sitk.Image,
+    num_classes: int | None = None,
+    options: MetricOptions | None = None,
+) -> dict[int, dict[str, Any]]:
     """:func:`class_metrics` of two label images on the same grid, for labels ``1 … C − 1`` (or, with
-    ``num_classes`` None, ``1 …`` the highest label found in either).
+    ``num_classes`` None, ``1 …`` the highest label found in either), with ``options``.
 
     Raises:
         ValueError: the grids differ, or a map is not a valid label map (the message says which).
@@ -134,4 +159,4 @@ def image_metrics(
             raise ValueError(f"the {role} {error}") from None
     highest = num_classes - 1 if num_classes is not None else max(int(array.max(initial=0)) for array in arrays)
     spacing = tuple(reversed(reference.GetSpacing()))
-    return class_metrics(arrays[0], arrays[1], spacing, range(1, highest + 1))
+    return class_metrics(arrays[0], arrays[1], spacing, range(1, highest + 1), options)

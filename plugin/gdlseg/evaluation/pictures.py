@@ -12,7 +12,12 @@ from gdlseg.evaluation.geometry import geometry_differences
 from gdlseg.evaluation.plots import save_box_plots, save_overlay
 
 Results = Mapping[str, Mapping[int, Mapping[str, float]]]  # {case: {label: {metric: value}}}
-BOX_PLOTS = (("dice", "Dice"), ("hd95_mm", "HD95 (mm)"), ("msd_mm", "mean surface distance (mm)"))
+BOX_PLOTS = (
+    ("dice", "Dice"),
+    ("hd95_mm", "HD95 (mm)"),
+    ("msd_mm", "mean surface distance (mm)"),
+    ("nsd", "normalised surface Dice"),
+)
 
 
 def write_pictures(

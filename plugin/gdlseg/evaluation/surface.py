@@ -14,10 +14,16 @@ Definitions (the same as MONAI 1.6.1's ``compute_hausdorff_distance(percentile=9
   between order statistics (numpy's and torch's default).
 - **MSD** (mean surface distance, MONAI's symmetric average surface distance)
   ``= (Σ D_PR + Σ D_RP) / (|S(P)| + |S(R)|)``.
+- **NSD** at tolerance ``τ`` mm (normalised surface Dice, Nikolov et al. 2021; MONAI 1.6.1's
+  ``compute_surface_dice`` with ``use_subvoxels=False``, the default, which counts surface voxels where
+  the original weighs surface elements by their area)
+  ``= (|{d ∈ D_PR : d ≤ τ}| + |{d ∈ D_RP : d ≤ τ}|) / (|S(P)| + |S(R)|)``: the share of both surfaces
+  lying within ``τ`` of the other, in [0, 1].
 
-Edge-case policy: both masks empty → NaN for both (undefined, as Dice's ``empty_score``); exactly one
-empty → ``inf`` for both (there is no surface to measure to). Summaries leave both out of their
-statistics and count them (see :mod:`gdlseg.evaluation.report`).
+Edge-case policy: both masks empty → NaN for all three (undefined, as Dice's ``empty_score``); exactly
+one empty → ``inf`` for HD95 and MSD (there is no surface to measure to) and 0 for NSD (no surface
+voxel lies within the tolerance of a surface that does not exist). Summaries leave NaN and inf out of
+their statistics and count them (see :mod:`gdlseg.evaluation.report`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage, spatial
+
+from gdlseg.evaluation.options import check_tolerance
+
+# NSD counts d ≤ τ + TIE_MM: τ is often a multiple of the spacing, and 3 × 0.8 mm computes as
+# 2.4000000000000004 mm, which must not fall outside τ = 2.4 mm (MONAI's float32 distances round it back).
+TIE_MM = 1e-9
 
 
 class SurfaceDistances(NamedTuple):
@@ -119,3 +131,17 @@ def mean_surface_distance(distances: SurfaceDistances) -> float:
     """``(Σ D_PR + Σ D_RP) / (|S(P)| + |S(R)|)``; NaN when both masks are empty, inf when one is."""
     both = np.concatenate(distances)
     return float(both.mean()) if both.size else float("nan")  # one mask empty: the distances are inf
+
+
+def normalized_surface_dice(distances: SurfaceDistances, tolerance_mm: float) -> float:
+    """``(|{d ∈ D_PR : d ≤ τ}| + |{d ∈ D_RP : d ≤ τ}|) / (|S(P)| + |S(R)|)`` with ``τ = tolerance_mm``;
+    NaN when both masks are empty, 0 when one is (its distances are inf). A distance within
+    :data:`TIE_MM` (10⁻⁶ µm) above ``τ`` counts as ``d = τ``: it differs from τ only by float rounding.
+
+    Raises:
+        ValueError: ``tolerance_mm`` negative or not finite.
+    """
+    tolerance_mm = check_tolerance(tolerance_mm)
+    both = np.concatenate(distances)
+    within = both <= tolerance_mm + TIE_MM
+    return float(np.count_nonzero(within) / both.size) if both.size else float("nan")
