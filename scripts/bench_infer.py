@@ -23,6 +23,11 @@ give the same answer, Dice which answer is right.
 
     python scripts/bench_infer.py                       # both cases; table + results/bench_infer.json
     python scripts/bench_infer.py --cases speed         # only the trained-network case
+    python scripts/bench_infer.py --workers 1 2         # throughput instead: results/bench_infer_workers.json
+
+**throughput** (``--workers N …``): cases per minute of ``gdlseg infer --workers N`` over a folder of
+``--scans`` unseen phantom scans of the speed case's tile shape, with the speed case's model
+(``scripts/infer_throughput.py`` says how it is measured).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from bench_loss import status_bytes
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "segresnet_gdl"
 MODEL_DIR = REPO / "results" / "bench_infer_model"
+DEFAULT_OUTPUT = REPO / "results" / "bench_infer.json"
 # gdlseg's sliding-window settings per configuration: its defaults, and the model zoo's window layout
 # and blending (the speed left when the label maps must match the model-zoo ones).
 # ``window_scale``: windows that many times the training patch per axis (the network is fully convolutional).
@@ -428,7 +434,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=25, help="training epochs of the benchmark model (first run)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="speed case: one trained model per seed")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--output", type=Path, default=REPO / "results" / "bench_infer.json")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--workers", nargs="+", type=int, help="measure throughput with these worker counts instead")
+    parser.add_argument("--scans", type=int, default=8, help="throughput: how many phantom scans (default 8)")
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--roi", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -436,8 +444,11 @@ def main() -> int:
         config, checkpoint, scan, warmup, labels = args.worker
         print(json.dumps(run_worker(config, Path(checkpoint), Path(scan), Path(warmup), Path(labels), args.roi)))
         return 0
-    rows = []
     command = "python scripts/bench_infer.py " + " ".join(sys.argv[1:])
+    if args.workers:
+        output = args.output if args.output != DEFAULT_OUTPUT else DEFAULT_OUTPUT.with_name("bench_infer_workers.json")
+        return throughput(args.workers, args.scans, args.epochs, command, output)
+    rows = []
     with tempfile.TemporaryDirectory() as folder:
         for case in args.cases:
             for seed in args.seeds if case == "speed" else [0]:
@@ -452,6 +463,22 @@ def main() -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nsaved {args.output}", file=sys.stderr)
+    return 0
+
+
+def throughput(worker_counts: list[int], scans: int, epochs: int, command: str, output: Path) -> int:
+    """The throughput measurement (module docstring), saved to ``output`` on its own."""
+    import infer_throughput
+
+    with tempfile.TemporaryDirectory() as folder:
+        rows = infer_throughput.measure(trained_model(epochs), worker_counts, scans, CASES["speed"], Path(folder))
+    table = infer_throughput.markdown_table(rows)
+    print(table)
+    measured_by = {"command": command, "date": time.strftime("%Y-%m-%d"), "commit": git_commit()}
+    report = {"machine": machine_description(), "measured_by": measured_by, "results": rows, "table": table}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nsaved {output}", file=sys.stderr)
     return 0
 
 

@@ -29,18 +29,21 @@ def test_a_registered_model_is_found_by_its_alias_and_segments(mlflow_server, da
     assert client.get_run(version.run_id).info.status == "FINISHED"
 
     scan = dataset / "imagesTs" / sorted(p.name for p in (dataset / "imagesTs").iterdir())[0]
-    result = gdlseg(
+    other = next((dataset / "imagesTr").iterdir())
+    result = gdlseg(  # in two worker processes, which load the model the command downloaded
         "infer", "--model", "models:/spleen-seg@champion", "--tracking-uri", mlflow_server,
-        "--input", scan, "--output", tmp_path / "infer",
+        "--input", scan, other, "--output", tmp_path / "infer", "--workers", "2",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
-    (labels,) = (tmp_path / "infer").glob("*_seg.nii.gz")
+    assert len(list((tmp_path / "infer").glob("*_seg.nii.gz"))) == 2
+    labels = tmp_path / "infer" / scan.name.replace(".nii.gz", "_seg.nii.gz")
     assert sitk.ReadImage(str(labels)).GetSize() == sitk.ReadImage(str(scan)).GetSize()
     infer_runs = client.search_runs(
         [client.get_experiment_by_name("gdlseg").experiment_id], "tags.`gdlseg.job` = 'infer'"
     )
     assert [run.data.tags["gdlseg.training_run_id"] for run in infer_runs] == [version.run_id]
     assert infer_runs[0].data.params["checkpoint"] == "models:/spleen-seg@champion"
+    assert infer_runs[0].data.params["workers"] == "2" and infer_runs[0].data.metrics["cases_segmented"] == 2
 
     mlflow.set_tracking_uri(mlflow_server)
     try:

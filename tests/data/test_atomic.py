@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gdlseg.data.atomic import copy_folder_atomically
+from gdlseg.data.atomic import atomic_path, copy_folder_atomically, leftover_temporaries
 
 
 def source_folder(root: Path) -> Path:
@@ -55,3 +55,20 @@ def test_a_file_is_never_replaced(tmp_path):
     with pytest.raises(NotADirectoryError):
         copy_folder_atomically(source_folder(tmp_path), destination, replace=True)
     assert destination.read_text() == "a file"
+
+
+def test_the_temporary_files_of_an_unfinished_write_are_found_and_no_others(tmp_path):
+    destination = tmp_path / "case[1]_seg.nii.gz"  # glob characters in a case name are plain characters
+    neighbours = [
+        "case[1]_seg.json",
+        ".case[1]_seg.notatoken.tmp.nii.gz",
+        ".case[1]_seg.nii.gz.tmp",
+        "case[1]_seg.nii.gz",
+    ]
+    for name in neighbours:
+        (tmp_path / name).write_bytes(b"")
+    with atomic_path(destination) as temporary:
+        temporary.write_bytes(b"half")
+        assert leftover_temporaries(destination) == [temporary]  # what a writer killed now would leave
+    assert leftover_temporaries(destination) == []
+    assert leftover_temporaries(tmp_path / "absent" / "x.nii.gz") == []

@@ -24,6 +24,10 @@ Tracking: each invocation is one MLflow run (job "infer"), tagged with the train
 mlflow_run.json lies next to the (first) checkpoint. Store: --tracking-uri, else $MLFLOW_TRACKING_URI, else
 that training's store (the run lands beside its training, away from the label maps), else SQLite in
 OUTPUT/mlflow. --no-tracking turns it off.
+
+Several processes: --workers N hands the cases to N processes, each loading the model once (with --device
+cuda, worker i on GPU i mod the GPU count; --workers gpus: one per GPU); the outputs are those of one
+process, still one MLflow run and one summary; a worker that dies fails only its case.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import uuid
 from pathlib import Path
 
 from gdlseg.cli.common import EXIT_OK, EXIT_SOME_FAILED, UsageError, default_bundle
+from gdlseg.cli.infer_workers import busy_devices, resolve_workers, segment, threads_per_process, worker_count
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -66,6 +71,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, type=Path, help="folder for the label maps and provenance")
     parser.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: the repository's)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--workers", type=worker_count, default=1, metavar="N|gpus",
+        help="segment the cases in N processes, each loading the model once (default 1: in this process); with "
+        "--device cuda worker i uses GPU i mod the GPU count; gpus: one process per GPU",
+    )  # fmt: skip
     parser.add_argument("--tta", action="store_true", help="average the 8 mirror images (8× slower)")
     parser.add_argument("--save-probabilities", action="store_true", help="also write float16 class probabilities")
     parser.add_argument("--num-classes", type=int, help="override the class count found with the checkpoint")
@@ -223,6 +233,7 @@ def _run(args: argparse.Namespace) -> int:
     if not (bundle / "configs" / "train.yaml").is_file():
         raise UsageError(f"no bundle at {args.bundle or '(default)'}: pass --bundle with a folder holding configs/")
     device = resolve_device(args.device)
+    args.worker_devices = resolve_workers(args.workers, device)
     from gdlseg.data.datalist import inference_inputs
     from gdlseg.inference import InferenceOptions, SlidingWindowSettings, checkpoint_files, load_ensemble
     from gdlseg.inference.batch import inference_parameters
@@ -232,8 +243,14 @@ def _run(args: argparse.Namespace) -> int:
         checkpoints = checkpoint_files(args.ckpt)
     except ValueError as error:
         raise UsageError(f"--ckpt: {error}") from None
+    # With worker processes this one only checks the models and records them: it keeps them on the CPU.
     model = load_ensemble(
-        checkpoints, bundle, device, num_classes=args.num_classes, class_names=args.class_names, roi_size=args.roi_size
+        checkpoints,
+        bundle,
+        device if len(args.worker_devices) == 1 else "cpu",
+        num_classes=args.num_classes,
+        class_names=args.class_names,
+        roi_size=args.roi_size,
     )
     try:
         postprocessing = load_postprocessing(None if args.model else args.postprocessing, args.ckpt, model.class_names)
@@ -268,10 +285,12 @@ def _run(args: argparse.Namespace) -> int:
         **identity,
         "cases": len(cases),
         "device": str(device),
+        "workers": len(busy_devices(args.worker_devices, len(cases))),
+        "threads": threads_per_process(busy_devices(args.worker_devices, len(cases))),
         "classes": model.class_names,
         "in_channels": model.in_channels,
         "channel_names": model.channel_names,
-        **inference_parameters(model, options),
+        **inference_parameters(model, options, args.worker_devices[0]),
     }
     return _run_tracked(args, cases, model, options, params, bundle)
 
@@ -279,7 +298,6 @@ def _run(args: argparse.Namespace) -> int:
 def _run_tracked(args, cases, model, options, params, bundle) -> int:
     from tqdm import tqdm
 
-    from gdlseg.inference import segment_cases
     from gdlseg.inference.batch import write_statistics_csv
     from gdlseg.tracking import RunSettings, derived_run_tracking_uri, read_run_record, tracked_run
 
@@ -305,7 +323,7 @@ def _run_tracked(args, cases, model, options, params, bundle) -> int:
                 if not outcome.ok:
                     tqdm.write(f"gdlseg infer: {outcome.case}: FAILED: {outcome.error}", file=sys.stderr)
 
-            outcomes = segment_cases(cases, model, options, on_case_done=report)
+            outcomes = segment(args, cases, model, options, report)
         done = [outcome for outcome in outcomes if outcome.ok]
         failed = [outcome for outcome in outcomes if not outcome.ok]
         seconds = time.perf_counter() - start

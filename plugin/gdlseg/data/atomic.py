@@ -32,14 +32,47 @@ def atomic_path(destination: os.PathLike | str) -> Iterator[Path]:
     which choose the format from the file name behave as for the final name.
     """
     destination = Path(destination)
-    suffixes = "".join(destination.suffixes) if destination.suffixes else ""
-    stem = destination.name[: len(destination.name) - len(suffixes)] if suffixes else destination.name
-    temporary = destination.with_name(f".{stem}.{uuid.uuid4().hex}.tmp{suffixes}")
+    temporary = _temporary_path(destination, uuid.uuid4().hex)
     try:
         yield temporary
         os.replace(temporary, destination)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _temporary_path(destination: Path, token: str) -> Path:
+    """``.<stem>.<token>.tmp<suffixes>`` beside ``destination`` (hidden; the suffixes kept)."""
+    head, tail = _temporary_affixes(destination)
+    return destination.with_name(f"{head}{token}{tail}")
+
+
+def _temporary_affixes(destination: Path) -> tuple[str, str]:
+    suffixes = "".join(destination.suffixes) if destination.suffixes else ""
+    stem = destination.name[: len(destination.name) - len(suffixes)] if suffixes else destination.name
+    return f".{stem}.", f".tmp{suffixes}"
+
+
+def leftover_temporaries(destination: os.PathLike | str) -> list[Path]:
+    """The temporary files :func:`atomic_path` made for ``destination`` and did not remove: those of a
+    writer still at work, or of a process killed while writing (one that ends, even by an exception, removes
+    its own). Whoever knows that writer is dead (the parent of a killed worker process) may delete them."""
+    destination = Path(destination)
+    head, tail = _temporary_affixes(destination)
+    if not destination.parent.is_dir():
+        return []
+    return sorted(
+        path
+        for path in destination.parent.iterdir()
+        if path.name.startswith(head)
+        and path.name.endswith(tail)
+        and _is_token(path.name[len(head) : len(path.name) - len(tail)])
+        and path.is_file()
+    )
+
+
+def _is_token(text: str) -> bool:
+    """Whether ``text`` is a token :func:`atomic_path` draws (a UUID4's 32 hex digits)."""
+    return len(text) == 32 and all(character in "0123456789abcdef" for character in text)
 
 
 def write_text_atomically(path: os.PathLike | str, text: str) -> Path:

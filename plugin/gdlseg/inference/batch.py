@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from monai.utils import optional_import
 
 from gdlseg.data.atomic import atomic_path
@@ -88,9 +89,12 @@ def output_paths(output_dir: Path, case: str, probabilities: bool) -> dict[str, 
     return paths
 
 
-def inference_parameters(model: TrainedModel, options: InferenceOptions) -> dict[str, Any]:
+def inference_parameters(
+    model: TrainedModel, options: InferenceOptions, device: torch.device | str | None = None
+) -> dict[str, Any]:
     """The parameters that decide the output (recorded in provenance and MLflow); ``models`` is how many
-    checkpoints' probabilities are averaged (1: one checkpoint)."""
+    checkpoints' probabilities are averaged (1: one checkpoint). The precision is the one ``device`` (default
+    the model's) runs: a parent process that only checks the model for its workers names theirs."""
     settings = options.settings
     return {
         "models": len(model.models),
@@ -99,7 +103,7 @@ def inference_parameters(model: TrainedModel, options: InferenceOptions) -> dict
         "sw_batch_size": settings.sw_batch_size,
         "blend_mode": settings.mode,
         "sigma_scale": settings.sigma_scale,
-        "precision": str(resolve_precision(settings.precision, model.device)).removeprefix("torch."),
+        "precision": str(resolve_precision(settings.precision, device or model.device)).removeprefix("torch."),
         "tta": settings.tta,
         "probabilities": options.probabilities,
         "allow_irregular": options.allow_irregular,
@@ -115,6 +119,20 @@ def _as_case(item: os.PathLike | str | Mapping[str, Any]) -> dict[str, Any]:
     return case
 
 
+def prepare_cases(inputs: Sequence[os.PathLike | str | Mapping[str, Any]]) -> tuple[list[dict[str, Any]], set[Path]]:
+    """The inputs as cases (:func:`_as_case`; a case whose name an earlier one has gets a ``problem``: the
+    outputs are named by case) and every input file, resolved (no output may replace one)."""
+    cases = [_as_case(item) for item in inputs]
+    seen: set[str] = set()
+    for item in cases:
+        if item["case"] in seen:
+            item["problem"] = (
+                f"case name {item['case']!r} is used by two inputs; rename one (outputs are <case>_seg.*)."
+            )
+        seen.add(item["case"])
+    return cases, {Path(path).resolve() for case in cases for path in channel_files(case["image"])}
+
+
 def segment_cases(
     inputs: Sequence[os.PathLike | str | Mapping[str, Any]],
     model: TrainedModel,
@@ -124,30 +142,38 @@ def segment_cases(
     """Segment every input (files, DICOM series folders, or cases of channel files; see the module
     docstring); never raises for one case's failure (a missing channel, a channel count other than the
     network's, or a channel off channel 0's grid fail that case only)."""
-    cases = [_as_case(item) for item in inputs]
-    input_files = {Path(path).resolve() for case in cases for path in channel_files(case["image"])}
-    seen: set[str] = set()
+    cases, input_files = prepare_cases(inputs)
     outcomes = []
     parameters = inference_parameters(model, options)
     for item in cases:
-        case = item["case"]
-        start = time.perf_counter()
-        outcome = CaseOutcome(case=case)
-        try:
-            if case in seen:
-                raise ValueError(f"case name {case!r} is used by two inputs; rename one (outputs are <case>_seg.*).")
-            seen.add(case)
-            if item.get("problem"):
-                raise ValueError(item["problem"])
-            files = [Path(path) for path in channel_files(item["image"])]
-            outcome.outputs, outcome.statistics = _segment_one(files, case, model, options, parameters, input_files)
-        except Exception as error:  # one bad case must not stop the batch; Ctrl-C still does
-            outcome.error = f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
-        outcome.seconds = time.perf_counter() - start
+        outcome = segment_case(item, model, options, parameters, input_files)
         outcomes.append(outcome)
         if on_case_done is not None:
             on_case_done(outcome)
     return outcomes
+
+
+def segment_case(
+    item: Mapping[str, Any],
+    model: TrainedModel,
+    options: InferenceOptions,
+    parameters: dict[str, Any],
+    input_files: set[Path],
+) -> CaseOutcome:
+    """One case of :func:`prepare_cases` (with the batch's :func:`inference_parameters` and input files);
+    its failure is the outcome's ``error``, never an exception (Ctrl-C still stops it)."""
+    case = item["case"]
+    start = time.perf_counter()
+    outcome = CaseOutcome(case=case)
+    try:
+        if item.get("problem"):
+            raise ValueError(item["problem"])
+        files = [Path(path) for path in channel_files(item["image"])]
+        outcome.outputs, outcome.statistics = _segment_one(files, case, model, options, parameters, input_files)
+    except Exception as error:  # one bad case must not stop the batch; Ctrl-C still does
+        outcome.error = f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
 
 
 def _segment_one(
