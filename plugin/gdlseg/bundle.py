@@ -31,6 +31,7 @@ from gdlseg.data.datalist import (
     split_datalist,
 )
 from gdlseg.data.splits import fold_folder, training_split
+from gdlseg.data.training_ranges import training_ranges
 from gdlseg.engines.budget import training_epochs, validation_interval
 from gdlseg.engines.checkpoints import entries_to_resume, require_outside_bundle, resume_checkpoint
 from gdlseg.engines.loss_schedule import weight_range
@@ -92,6 +93,7 @@ __all__ = [
     "training_epochs",
     "training_loss",
     "training_precision",
+    "training_ranges",
     "training_split",
     "validation_interval",
     "weight_range",

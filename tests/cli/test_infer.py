@@ -19,7 +19,7 @@ from tests.cli.test_main import gdlseg_command
 from tests.cli.training_records import record_a_finished_training
 from tests.data.channels import write_channel_dataset
 from tests.data.dicom import write_dicom_series
-from tests.inference.checkpoints import write_checkpoint, write_folds
+from tests.inference.checkpoints import recorded_ranges, write_checkpoint, write_folds
 from tests.inference.scans import box_volume, write_geometry_cases
 
 
@@ -97,7 +97,8 @@ def test_the_run_lands_in_the_trainings_store_away_from_the_label_maps(scans, tm
     [run] = [run for run in client.search_runs([experiment]) if run.data.tags.get("gdlseg.job") == "infer"]
     assert run.info.status == "FINISHED" and run.data.tags["gdlseg.training_run_id"] == training_run_id
     assert sorted(path.name for path in output.iterdir()) == [
-        "ras_anisotropic_seg.json", "ras_anisotropic_seg.nii.gz", "ras_anisotropic_stats.json", "statistics.csv",
+        "quality.json", "ras_anisotropic_seg.json", "ras_anisotropic_seg.nii.gz", "ras_anisotropic_stats.json",
+        "statistics.csv",
     ]  # fmt: skip
 
 
@@ -128,7 +129,7 @@ def test_datalist_input_without_tracking(checkpoint, scans, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in output.iterdir()) == [
-        "lps_probabilities.npz", "lps_seg.json", "lps_seg.nii.gz", "lps_stats.json", "statistics.csv",
+        "lps_probabilities.npz", "lps_seg.json", "lps_seg.nii.gz", "lps_stats.json", "quality.json", "statistics.csv",
     ]  # fmt: skip
 
 
@@ -164,6 +165,44 @@ def test_a_folder_with_two_dicom_series_asks_for_one(checkpoint, tmp_path):
 def infer_in_process(capsys, *arguments) -> tuple[int, str]:
     code = main(["infer", *map(str, arguments)])
     return code, capsys.readouterr().err
+
+
+def test_fail_on_flags_counts_a_flagged_case_as_failed_and_keeps_its_outputs(scans, tmp_path, capsys):
+    # training saw slices of 1 to 2 mm: ras_anisotropic's 3 mm slices are flagged, lps's 2 mm ones are not
+    ranges = recorded_ranges(spacing=([0.5, 0.5, 1.0], [2.0, 2.0, 2.0]))
+    checkpoint = write_checkpoint(tmp_path / "model", run_id="training-run-3", training_ranges=ranges)
+    inputs = ["--input", scans["ras_anisotropic"], scans["lps"]]
+    output = tmp_path / "out"
+    code, stderr = infer_in_process(capsys, "--ckpt", checkpoint, *inputs, "--output", output, "--fail-on-flags")
+    assert code == 1, stderr[-3000:]
+    assert "2 of 2 case(s) segmented" in stderr
+    assert (
+        "  flagged: ras_anisotropic: spacing_out_of_range: voxel size along S (z) is 3 mm, outside 1 to 2 mm in"
+        in stderr
+    )
+    assert "1 case(s) flagged by the quality checks (quality.json); counted as failed (--fail-on-flags)" in stderr
+    assert {"ras_anisotropic_seg.nii.gz", "ras_anisotropic_seg.json", "lps_seg.nii.gz"} <= {
+        p.name for p in output.iterdir()
+    }
+    quality = json.loads((output / "quality.json").read_text())
+    assert [(case["case"], case["flagged"]) for case in quality["cases"]] == [("ras_anisotropic", True), ("lps", False)]
+    assert quality["cases_with_flag"]["spacing_out_of_range"] == 1 and quality["cases_flagged"] == 1
+    flags = json.loads((output / "ras_anisotropic_seg.json").read_text())["quality"]["flags"]
+    assert [(flag["code"], flag["axis"]) for flag in flags] == [("spacing_out_of_range", "S")]
+
+    client = MlflowClient(f"sqlite:///{output / 'mlflow' / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("gdlseg").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["fail_on_flags"] == "True"
+    assert run.data.metrics["cases_flagged"] == 1 and run.data.metrics["cases_flagged_spacing_out_of_range"] == 1
+    assert run.data.metrics["cases_flagged_class_missing"] == 0 and 0 <= run.data.metrics["uncertainty_mean"] <= 1
+    assert run.data.tags["gdlseg.flagged_cases"] == "ras_anisotropic"
+    artifact = client.download_artifacts(run.info.run_id, "quality.json", str(tmp_path))
+    assert json.loads(Path(artifact).read_text()) == quality
+    assert str(tmp_path) not in Path(artifact).read_text()
+
+    without = tmp_path / "without"  # the same flags, reported only
+    code, stderr = infer_in_process(capsys, "--ckpt", checkpoint, *inputs, "--output", without, "--no-tracking")
+    assert code == 0 and "1 case(s) flagged by the quality checks (quality.json)\n" in stderr
 
 
 def test_an_output_folder_that_cannot_be_written_is_a_usage_error(checkpoint, scans, tmp_path, capsys):

@@ -31,6 +31,15 @@ def segresnet(
     )
 
 
+def conv_network(classes: int = 4, seed: int = 0) -> torch.nn.Module:
+    """Two small random 3×3×3 convolutions, one input channel to ``classes`` logits: cheap, and (zero padding)
+    each window's output depends on its borders, as a real network's does."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv3d(1, 6, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv3d(6, classes, 3, padding=1)
+    ).eval()
+
+
 def write_checkpoint(
     folder: Path,
     classes: int = 4,
@@ -66,6 +75,32 @@ def write_checkpoint(
     if run_id:
         (folder / "mlflow_run.json").write_text(json.dumps({"run_id": run_id, "run_name": "train-x"}))
     return path
+
+
+def recorded_ranges(
+    cases: int = 4,
+    spacing: tuple[list[float], list[float]] = ([0.5, 0.5, 0.5], [5.0, 5.0, 5.0]),
+    classes: dict[str, dict] | None = None,
+    intensity: list[float] | None = None,
+    class_names: list[str] = CLASS_NAMES,
+) -> dict:
+    """``training.json``'s ``training_ranges`` (as :func:`gdlseg.data.training_ranges.training_ranges` writes
+    them) that accept the box scans of :mod:`tests.inference.scans` and any prediction by default: spacing
+    0.5–5 mm, each class present in 3 of ``cases`` cases with volumes 1e-6–1e6 ml, intensity percentiles
+    0.5th in −1100…−900 and 99.5th in 400…1200 (``intensity``: those four numbers); ``classes`` replaces
+    entries by class name."""
+    wide = {"present_cases": cases - 1, "present_fraction": (cases - 1) / cases, "volume_ml_min": 1e-6}
+    entries = {name: {**wide, "volume_ml_max": 1e6} for name in class_names[1:]}
+    entries.update(classes or {})
+    low_min, low_max, high_min, high_max = intensity or [-1100.0, -900.0, 400.0, 1200.0]
+    channel = {"channel": 0, "name": "CT", "low_min": low_min, "low_max": low_max}
+    channel.update(high_min=high_min, high_max=high_max)
+    return {
+        "cases": cases,
+        "spacing_mm": {"axes": "RAS", "min": list(spacing[0]), "max": list(spacing[1])},
+        "classes": entries,
+        "intensity": {"percentiles": [0.5, 99.5], "channels": [channel]},
+    }
 
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[2] / "bundles" / "segresnet_gdl"

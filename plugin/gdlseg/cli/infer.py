@@ -20,6 +20,12 @@ with the number of models). The models must agree on classes, channels, spacing,
 normalisation, orientation and window size; a disagreement stops before anything is written. The
 provenance lists every checkpoint's SHA-256.
 
+Quality flags (docs/quality-flags.md): each provenance record holds an uncertainty score (the mean normalised
+entropy of the probabilities over the voxels labelled foreground) and flags comparing the case with the
+training data's ranges recorded in training.json: class_missing, volume_out_of_range, spacing_out_of_range,
+intensity_out_of_range. OUTPUT/quality.json lists them per case; the summary names the flagged cases.
+--fail-on-flags counts a flagged case as failed (exit code 1); its outputs are kept.
+
 Tracking: each invocation is one MLflow run (job "infer"), tagged with the training run whose
 mlflow_run.json lies next to the (first) checkpoint. Store: --tracking-uri, else $MLFLOW_TRACKING_URI, else
 that training's store (the run lands beside its training, away from the label maps), else SQLite in
@@ -108,6 +114,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--experiment", help="MLflow experiment name (default: the training's, else gdlseg)")
     parser.add_argument("--run-name", help="MLflow run name (default: a unique generated name)")
     parser.add_argument("--no-tracking", action="store_true", help="do not create an MLflow run")
+    parser.add_argument(
+        "--fail-on-flags", action="store_true",
+        help="a case with a quality flag counts as failed: exit code 1 (its outputs are kept)",
+    )  # fmt: skip
     parser.set_defaults(handler=run, command="infer")
     return parser
 
@@ -291,6 +301,7 @@ def _run(args: argparse.Namespace) -> int:
         "in_channels": model.in_channels,
         "channel_names": model.channel_names,
         **inference_parameters(model, options, args.worker_devices[0]),
+        "fail_on_flags": args.fail_on_flags,
     }
     return _run_tracked(args, cases, model, options, params, bundle)
 
@@ -299,6 +310,7 @@ def _run_tracked(args, cases, model, options, params, bundle) -> int:
     from tqdm import tqdm
 
     from gdlseg.inference.batch import write_statistics_csv
+    from gdlseg.inference.quality_report import is_flagged, quality_metrics, summary_lines, write_quality_summary
     from gdlseg.tracking import RunSettings, derived_run_tracking_uri, read_run_record, tracked_run
 
     training_record = read_run_record(model.training_run_record)
@@ -335,8 +347,15 @@ def _run_tracked(args, cases, model, options, params, bundle) -> int:
         write_statistics_csv(args.output, outcomes)  # beside the outputs only: per-case values stay out of MLflow
         if failed:
             tracked.set_tags({"gdlseg.failed_cases": ",".join(outcome.case for outcome in failed)})
+        flagged = [outcome for outcome in done if is_flagged(outcome)]
+        tracked.log_metrics(quality_metrics(outcomes))
+        tracked.log_artifacts([path for path in [write_quality_summary(args.output, outcomes)] if path])
+        if flagged:
+            tracked.set_tags({"gdlseg.flagged_cases": ",".join(outcome.case for outcome in flagged)})
     _print_summary(done, failed, seconds, args.output)
-    return EXIT_SOME_FAILED if failed else EXIT_OK
+    for line in summary_lines(outcomes, args.fail_on_flags):
+        print(line, file=sys.stderr)
+    return EXIT_SOME_FAILED if failed or (flagged and args.fail_on_flags) else EXIT_OK
 
 
 def _ensemble_tags(model) -> dict[str, str]:

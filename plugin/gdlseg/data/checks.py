@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,6 +192,9 @@ class CheckedCase:
     channels: int | None = None
 
 
+CaseCallback = Callable[[Mapping[str, object], CheckedCase], None]  # (the resolved case, what was read)
+
+
 def _headers(paths: Sequence[str], where: Sequence[str], name: str, channels_last: bool) -> tuple[list, list[Problem]]:
     """Each file's header, or the problems of the files that cannot be read or are not 3D (4D)."""
     headers, problems = [], []
@@ -285,6 +288,7 @@ def _check(
     affine_tolerance: float,
     progress: bool,
     channels: ChannelSettings,
+    on_case: CaseCallback | None = None,
 ) -> tuple[list[Problem], int]:
     names = dataset_channel_names(datalist)
     problems = check_settings(num_classes, class_names, class_weights, channels.intensity, channels.in_channels, names)
@@ -295,6 +299,8 @@ def _check(
     for case in tqdm(cases, desc="check-data", unit="case", disable=None if progress else True):
         inspected = inspect_case(case, known_classes, affine_tolerance, names)  # the voxels are let go
         problems += inspected.problems
+        if on_case is not None and not inspected.problems:
+            on_case(case, inspected)
         if inspected.channels is not None:
             counts.append((inspected.name, inspected.channels))
     problems += [Problem(*problem) for problem in channel_count_problems(counts, channels, names)]
@@ -329,14 +335,17 @@ def require_valid_dataset(
     class_weights: str | Sequence[float] | None = None,
     affine_tolerance: float = AFFINE_TOLERANCE,
     channels: ChannelSettings | None = None,
+    on_case: CaseCallback | None = None,
 ) -> int:
     """:func:`check_dataset`, raising if anything is wrong; returns the number of cases checked.
+    ``on_case(case, checked)`` is called for each case read without problems, while its voxels are in
+    memory (what :mod:`gdlseg.data.training_ranges` gathers its ranges from).
 
     Raises:
         DatasetError: listing every problem found.
     """
     settings = (num_classes, class_names, class_weights, affine_tolerance, False, channels or ChannelSettings())
-    problems, cases = _check(datalist, dataset_dir, *settings)
+    problems, cases = _check(datalist, dataset_dir, *settings, on_case)
     if problems:
         error = DatasetError(problems, cases)
         logger.error("%s", error)  # stands apart from the traceback a bundle run prints around the exception
@@ -355,6 +364,7 @@ def preflight(
     affine_tolerance: float = AFFINE_TOLERANCE,
     in_channels: int | None = None,
     intensity: str | Sequence[str] | None = None,
+    on_case: CaseCallback | None = None,
 ) -> int | None:
     """The training's check (bundle ``training_setup``): :func:`require_valid_dataset`, or with the
     ``check_data`` setting off only the (instant) class and channel settings check. Returns the number
@@ -363,6 +373,7 @@ def preflight(
     Args:
         in_channels: the network's input channels: every case must have that many.
         intensity: one preset, or one per channel.
+        on_case: as :func:`require_valid_dataset`'s (never called when the check is off).
 
     Raises:
         DatasetError: listing every problem found.
@@ -375,5 +386,5 @@ def preflight(
         logger.warning("check_data is off: the cases are not checked before training")
         return None
     return require_valid_dataset(
-        datalist, dataset_dir, num_classes, class_names, class_weights, affine_tolerance, channels
+        datalist, dataset_dir, num_classes, class_names, class_weights, affine_tolerance, channels, on_case
     )

@@ -5,7 +5,7 @@ What is accumulated is the gaussian-weighted window output ``Σ_w g_w(v) · y_w,
 model (``softmax`` is applied after blending), or already-normalised probabilities for an ensemble (the
 normalised blend is itself a probability: it is not passed through ``softmax`` again). The label is the
 argmax of the unnormalised sum (the normaliser ``Σ_w g_w`` is positive); the normaliser is only kept and
-divided out when probabilities are asked for.
+divided out when probabilities (or the uncertainty score, :mod:`gdlseg.inference.uncertainty`) are asked for.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
+from gdlseg.inference.uncertainty import ForegroundEntropy
 
 
 def label_dtype(num_classes: int) -> torch.dtype:
@@ -40,6 +42,8 @@ class SlabAccumulator:
         blends_probabilities: the window outputs added are probabilities (an ensemble's mean softmax), so
             the normalised blend is the output probability; else they are logits and the output
             probability is the softmax of the normalised blend.
+        entropy: given, each finished slab (its sums, normaliser and labels) is added to it (the normaliser is
+            then kept, as for ``probabilities``).
     """
 
     def __init__(
@@ -52,13 +56,16 @@ class SlabAccumulator:
         device: torch.device,
         probabilities: bool,
         blends_probabilities: bool = False,
+        entropy: ForegroundEntropy | None = None,
     ) -> None:
         self.axis, self.size, self.weight = axis, tuple(size), weight
         self.blends_probabilities = blends_probabilities
+        self.entropy = entropy
         planes = roi[axis]
         others = [length for index, length in enumerate(size) if index != axis]
         self.sums = torch.zeros((planes, channels, *others), dtype=torch.float32, device=device)
-        self.weights = torch.zeros((planes, 1, *others), dtype=torch.float32, device=device) if probabilities else None
+        normalised = probabilities or entropy is not None
+        self.weights = torch.zeros((planes, 1, *others), dtype=torch.float32, device=device) if normalised else None
         self.origin = 0
         # The outputs are normal tensors (written in place under inference mode, which is allowed), so
         # that callers may modify them afterwards without copying.
@@ -84,12 +91,14 @@ class SlabAccumulator:
         if count <= 0:
             return
         finished = self.sums[:count]
-        labels = finished.argmax(dim=1).to(self.labels.dtype).cpu()
-        self.labels.movedim(self.axis, 0)[self.origin : plane] = labels
+        labels = finished.argmax(dim=1)
+        self.labels.movedim(self.axis, 0)[self.origin : plane] = labels.to(self.labels.dtype).cpu()
         if self.probabilities is not None:
             blended = finished / self.weights[:count]
             probs = blended if self.blends_probabilities else torch.softmax(blended, dim=1)
             self.probabilities.movedim(self.axis + 1, 0)[self.origin : plane] = probs.to(torch.float16).cpu()
+        if self.entropy is not None:
+            self.entropy.add(finished, self.weights[:count], labels, self.origin, not self.blends_probabilities)
         keep = self.sums.shape[0] - count
         for buffer in (self.sums, self.weights):
             if buffer is None:

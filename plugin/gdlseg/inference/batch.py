@@ -7,7 +7,8 @@ Each case writes, all-or-nothing (temporary names renamed only once every file i
   post-processed);
 - ``<case>_probabilities.npz`` (optional): ``probabilities`` float16 ``(C, z, y, x)`` (SimpleITK's
   array order) with ``class_names``, ``spacing``, ``origin`` and ``direction`` (NIfTI has no float16);
-- ``<case>_seg.json``: the provenance record (:mod:`gdlseg.inference.provenance`);
+- ``<case>_seg.json``: the provenance record (:mod:`gdlseg.inference.provenance`), with ``options.quality``
+  its ``quality`` entry: the uncertainty score and the quality flags (:mod:`gdlseg.inference.quality`);
 - ``<case>_stats.json``: per class the volume, voxels, components, whether it touches the scan's edge, its
   bounding box and the input's intensities in it (:mod:`gdlseg.inference.statistics`); the batch's
   ``statistics.csv`` gathers them (:func:`write_statistics_csv`).
@@ -42,6 +43,7 @@ from gdlseg.data.datalist import case_name
 from gdlseg.inference.model import TrainedModel
 from gdlseg.inference.postprocessing import Postprocessing
 from gdlseg.inference.provenance import channels_sha256, input_sha256, provenance_record
+from gdlseg.inference.quality import case_quality
 from gdlseg.inference.segment import segment_image
 from gdlseg.inference.sliding_window import SlidingWindowSettings
 from gdlseg.inference.statistics import csv_rows, csv_text, structure_statistics
@@ -60,6 +62,7 @@ class InferenceOptions:
     series_uid: str | None = None
     allow_irregular: bool = False
     postprocessing: Postprocessing | None = None  # per-class rules chosen by cross-validation
+    quality: bool = True  # the uncertainty score and the quality flags in the provenance record
 
 
 @dataclass
@@ -71,6 +74,7 @@ class CaseOutcome:
     outputs: list[Path] = field(default_factory=list)
     seconds: float = 0.0
     statistics: dict[str, Any] | None = None
+    quality: dict[str, Any] | None = None  # the provenance record's quality entry
 
     @property
     def ok(self) -> bool:
@@ -169,7 +173,9 @@ def segment_case(
         if item.get("problem"):
             raise ValueError(item["problem"])
         files = [Path(path) for path in channel_files(item["image"])]
-        outcome.outputs, outcome.statistics = _segment_one(files, case, model, options, parameters, input_files)
+        outcome.outputs, outcome.statistics, outcome.quality = _segment_one(
+            files, case, model, options, parameters, input_files
+        )
     except Exception as error:  # one bad case must not stop the batch; Ctrl-C still does
         outcome.error = f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
     outcome.seconds = time.perf_counter() - start
@@ -183,7 +189,7 @@ def _segment_one(
     options: InferenceOptions,
     parameters: dict[str, Any],
     input_files: set[Path],
-) -> tuple[list[Path], dict[str, Any]]:
+) -> tuple[list[Path], dict[str, Any], dict[str, Any] | None]:
     paths = output_paths(options.output_dir, case, options.probabilities)
     for target in paths.values():
         if target.resolve() in input_files:
@@ -191,7 +197,7 @@ def _segment_one(
     start = time.perf_counter()
     image = read_case_image(files, model.channel_names, options.series_uid, options.allow_irregular)
     read_seconds = time.perf_counter() - start
-    result = segment_image(image, model, options.settings, case=case, probabilities=options.probabilities)
+    result = segment_image(image, model, options.settings, case, options.probabilities, uncertainty=options.quality)
     seconds = {"read": read_seconds, **result.seconds}
     if options.postprocessing is not None and options.postprocessing.rules:
         start = time.perf_counter()
@@ -203,6 +209,11 @@ def _segment_one(
     start = time.perf_counter()
     statistics = case_statistics(image, result.labels, model.class_names)
     seconds["statistics"] = time.perf_counter() - start
+    quality = None
+    if options.quality:
+        start = time.perf_counter()
+        quality = case_quality(image, statistics, result.uncertainty, model, options.settings.tta)
+        seconds["quality"] = time.perf_counter() - start
     digests = [input_sha256(path, options.series_uid) for path in files]
     digest, channel_digests = (digests[0], None) if len(files) == 1 else (channels_sha256(digests), digests)
     with contextlib.ExitStack() as stack:  # every file of the case is renamed into place only at the end
@@ -222,8 +233,10 @@ def _segment_one(
         temporary["statistics"].write_text(json.dumps({"case": case, "classes": statistics}, indent=2) + "\n")
         outputs = {role: target.name for role, target in paths.items() if role != "provenance"}
         record = provenance_record(case, digest, model, result.labels, parameters, seconds, outputs, channel_digests)
+        if quality is not None:
+            record["quality"] = quality
         temporary["provenance"].write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return list(paths.values()), statistics
+    return list(paths.values()), statistics, quality
 
 
 def case_statistics(image: Any, labels: Any, class_names: Sequence[str]) -> dict[str, Any]:

@@ -49,6 +49,9 @@ class TrainedModel:
         bundle_root: the bundle folder; ``bundle_version`` from its metadata.json.
         training_run_record: the training's ``mlflow_run.json`` when it sits next to the checkpoint;
             ``training_run_id`` the MLflow run id it holds.
+        training_ranges: ``training.json``'s ``training_ranges`` (the training data's spacing, class volume and
+            intensity ranges, :mod:`gdlseg.data.training_ranges`) that the quality flags compare a scan with;
+            None when the record has none (trained before they were recorded, or with ``check_data`` off).
         members: for an ensemble (:func:`gdlseg.inference.ensemble.load_ensemble`), the model of each
             checkpoint, in order; empty for one checkpoint. An ensemble's ``network`` is their
             ``EnsembleNetwork``; its ``checkpoint``, ``training_run_record`` and ``training_run_id`` are the
@@ -70,6 +73,7 @@ class TrainedModel:
     training_run_id: str | None = None
     network_config: dict[str, Any] = field(default_factory=dict)
     channel_names: list[str] | None = None
+    training_ranges: dict[str, Any] | None = None
     members: tuple[TrainedModel, ...] = ()
 
     @property
@@ -273,6 +277,7 @@ def load_trained_model(
         training_run_id=_run_id(run_record),
         network_config=_plain(parser.get("network_def")),
         channel_names=channel_names,
+        training_ranges=record.get("training_ranges"),
     )
 
 

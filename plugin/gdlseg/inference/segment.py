@@ -22,6 +22,7 @@ from monai.utils import ImageMetaKey, optional_import
 from gdlseg.data.readers import SimpleITKReader
 from gdlseg.inference.model import TrainedModel
 from gdlseg.inference.sliding_window import SlidingWindowSettings, sliding_window_segment
+from gdlseg.inference.uncertainty import EntropyScore
 
 sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run without it
 
@@ -30,11 +31,12 @@ sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run wi
 class CaseSegmentation:
     """``labels``: a SimpleITK image on the input's grid (uint8, uint16 above 256 classes);
     ``probabilities``: ``(C, z, y, x)`` float16 in SimpleITK's array order, or None;
-    ``seconds``: time per step."""
+    ``seconds``: time per step; ``uncertainty``: :mod:`gdlseg.inference.uncertainty`'s score, or None."""
 
     labels: sitk.Image
     probabilities: np.ndarray | None
     seconds: dict[str, float] = field(default_factory=dict)
+    uncertainty: EntropyScore | None = None
 
 
 def check_image(image: sitk.Image, in_channels: int, case: str) -> None:
@@ -68,8 +70,10 @@ def segment_image(
     case: str = "case",
     probabilities: bool = False,
     progress: Callable[[int], None] | None = None,
+    uncertainty: bool = False,
 ) -> CaseSegmentation:
-    """Label ``image`` with ``model``; the result has exactly ``image``'s geometry."""
+    """Label ``image`` with ``model``; the result has exactly ``image``'s geometry (and, with ``uncertainty``,
+    the uncertainty score of the probabilities it was labelled with, on the network's grid)."""
     check_image(image, model.in_channels, case)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -79,7 +83,7 @@ def segment_image(
     start = time.perf_counter()
     preprocessed = data["image"]
     result = sliding_window_segment(
-        preprocessed.as_tensor().to(model.device), model.network, settings, probabilities, progress
+        preprocessed.as_tensor().to(model.device), model.network, settings, probabilities, progress, uncertainty
     )
     seconds["inference"] = time.perf_counter() - start
 
@@ -94,7 +98,7 @@ def segment_image(
             restored = _to_input_grid(result.probabilities[channel : channel + 1].float(), data, model, nearest=False)
             probability_array[channel] = restored[0].transpose(2, 1, 0)
     seconds["restore"] = time.perf_counter() - start
-    return CaseSegmentation(labels=label_image, probabilities=probability_array, seconds=seconds)
+    return CaseSegmentation(label_image, probability_array, seconds, result.uncertainty)
 
 
 def _to_input_grid(prediction: torch.Tensor, data: dict, model: TrainedModel, nearest: bool) -> np.ndarray:

@@ -52,6 +52,7 @@ from monai.inferers import Inferer
 from monai.utils import convert_to_dst_type
 
 from gdlseg.inference.accumulator import SlabAccumulator
+from gdlseg.inference.uncertainty import EntropyScore, ForegroundEntropy
 from gdlseg.precision import PRECISIONS, resolve_precision
 
 WINDOW_LOGITS_BUDGET = 512 * 2**20  # bytes of float32 logits per window batch
@@ -99,10 +100,13 @@ class SlidingWindowSettings:
 @dataclass
 class Segmentation:
     """``labels``: ``(*spatial)`` uint8 (int32 above 256 classes); ``probabilities``: ``(C, *spatial)``
-    float16 softmax of the blended logits (an ensemble: its blended mean probability), or None."""
+    float16 softmax of the blended logits (an ensemble: its blended mean probability), or None;
+    ``uncertainty``: the mean normalised foreground entropy of those probabilities
+    (:mod:`gdlseg.inference.uncertainty`), or None when not asked for."""
 
     labels: torch.Tensor
     probabilities: torch.Tensor | None
+    uncertainty: EntropyScore | None = None
 
 
 def scan_interval(image_size: Sequence[int], roi_size: Sequence[int], overlap: float) -> tuple[int, ...]:
@@ -192,6 +196,7 @@ def sliding_window_segment(
     settings: SlidingWindowSettings,
     probabilities: bool = False,
     progress: Callable[[int], None] | None = None,
+    uncertainty: bool = False,
 ) -> Segmentation:
     """Segment one volume with overlapping windows, with one model or the mean of several.
 
@@ -204,6 +209,7 @@ def sliding_window_segment(
         probabilities: also return the float16 class probabilities (``C × volume`` × 2 bytes): the softmax
             of the blended logits, or an ensemble's blended mean probability.
         progress: called with the number of windows done after each window batch (all models).
+        uncertainty: also compute the uncertainty score of the probabilities, slab by slab (no volume kept).
 
     Returns:
         :class:`Segmentation` on the CPU, cropped back to ``image``'s spatial size.
@@ -269,8 +275,9 @@ def sliding_window_segment(
                 outputs = window_outputs(batch)
                 if accumulator is None:
                     channels = outputs.shape[1]
+                    entropy = ForegroundEntropy(channels, axis, crop) if uncertainty else None
                     accumulator = SlabAccumulator(
-                        size, roi, axis, channels, weight, image.device, probabilities, blends_probabilities=ensemble
+                        size, roi, axis, channels, weight, image.device, probabilities, ensemble, entropy
                     )
                     # an ensemble's batch holds the running mean and one model's output: twice the floats
                     batch_size = window_batch_size(settings.sw_batch_size, channels * (2 if ensemble else 1), roi)
@@ -282,7 +289,8 @@ def sliding_window_segment(
     labels, probs = accumulator.result()
     labels = labels[crop]
     probs = None if probs is None else probs[(slice(None), *crop)]
-    return Segmentation(labels=labels, probabilities=probs)
+    score = accumulator.entropy.result() if accumulator.entropy is not None else None
+    return Segmentation(labels=labels, probabilities=probs, uncertainty=score)
 
 
 def _pad_to_roi(image: torch.Tensor, roi: Sequence[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
