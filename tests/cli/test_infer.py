@@ -19,7 +19,8 @@ from tests.cli.test_main import gdlseg_command
 from tests.cli.training_records import record_a_finished_training
 from tests.data.channels import write_channel_dataset
 from tests.data.dicom import write_dicom_series
-from tests.inference.checkpoints import recorded_ranges, write_checkpoint, write_folds
+from tests.inference.checkpoints import CLASS_NAMES, recorded_ranges, write_checkpoint, write_folds
+from tests.inference.dicom_seg_checks import assert_seg_equals_label_map
 from tests.inference.scans import box_volume, write_geometry_cases
 
 
@@ -275,6 +276,29 @@ def test_a_datalist_of_channel_lists_is_segmented_with_every_channel_hashed(tmp_
     assert provenance["input"]["channel_sha256"] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in channels]
     assert provenance["channels"] == {"count": 2, "names": ["CT", "T2"]}
     assert sitk.ReadImage(str(output / "case_001_seg.nii.gz")).GetSize() == sitk.ReadImage(str(channels[0])).GetSize()
+
+
+# --- DICOM SEG -------------------------------------------------------------------------------------
+def test_a_dicom_seg_is_written_beside_the_nifti_and_a_non_dicom_input_is_a_usage_error(
+    checkpoint, scans, tmp_path, capsys
+):
+    output, series = tmp_path / "out", scans["dicom_series"]
+    common = ["--ckpt", checkpoint, "--output", output, "--no-tracking"]
+    code, stderr = infer_in_process(capsys, *common, "--input", series, scans["lps"], "--output-format", "dicom-seg")
+    assert code == 2, stderr
+    assert (
+        "--output-format dicom-seg: a DICOM SEG is made for DICOM series folders only; not DICOM series: lps (lps.nrrd)"
+        in stderr
+    )
+    assert not output.exists()
+    code, stderr = infer_in_process(capsys, *common, "--input", series, "--output-format", "both")
+    assert code == 0, stderr
+    assert sorted(path.name for path in output.iterdir()) == [
+        "dicom_series_seg.dcm", "dicom_series_seg.json", "dicom_series_seg.nii.gz", "dicom_series_stats.json",
+        "statistics.csv",
+    ]  # fmt: skip
+    labels = sitk.ReadImage(str(output / "dicom_series_seg.nii.gz"))
+    assert_seg_equals_label_map(output / "dicom_series_seg.dcm", series, labels, CLASS_NAMES)
 
 
 # --- fold ensembles ------------------------------------------------------------------------------

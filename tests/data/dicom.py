@@ -57,6 +57,7 @@ def write_dicom_series(
             "0008|103e": description,
             "0020|000d": series_uid + ".0",
             "0020|000e": series_uid,
+            "0020|0052": series_uid + ".2",  # FrameOfReferenceUID: real series have one (a DICOM SEG needs it)
             "0020|0037": orientation,
             "0020|0032": "\\".join(str(float(v)) for v in position),
             "0020|0013": str(index + 1),

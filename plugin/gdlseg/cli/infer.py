@@ -13,6 +13,11 @@ _0000); their grid is channel 0's, and the provenance lists each channel file's 
 appear complete or not at all; inputs are never overwritten; a failed case is reported by name and
 the others still finish (exit code 1).
 
+DICOM SEG (docs/hospital-outputs.md): with --output-format dicom-seg (instead of the NIfTI label map)
+or both, a DICOM series input also gets ``<case>_seg.dcm``, the label map on the source slices, one
+segment per class. It carries the source's patient and study tags, so that a PACS files it with the
+scan; nothing of them goes anywhere else. Every input must then be a DICOM series folder.
+
 Fold ensembles: --ckpt takes several checkpoints, or a folder holding fold_*/models/model.pt (a
 cross-validation's output; else the *.pt files directly inside it). Every window is segmented by each
 model in turn and the mean of their softmax probabilities is blended and labelled (memory does not grow
@@ -103,6 +108,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--postprocessing", default="auto", metavar="auto|none|FILE",
         help="per-class post-processing chosen by cross-validation (default auto: the postprocessing.json beside "
         "the models, if any: in the --ckpt folder or beside the first checkpoint file)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--output-format", default="nifti", choices=("nifti", "dicom-seg", "both"),
+        help="the label map as <case>_seg.nii.gz (nifti, the default), as a DICOM SEG <case>_seg.dcm on the source "
+        "series (dicom-seg; DICOM series inputs only; it holds the patient and study tags, for PACS), or both",
     )  # fmt: skip
     parser.add_argument("--series-uid", help="the DICOM series to read from a folder holding several")
     parser.add_argument(
@@ -270,6 +280,14 @@ def _run(args: argparse.Namespace) -> int:
         cases = inference_inputs(args.input, args.dataset_dir or ".", channels=model.in_channels)
     except ValueError as error:
         raise UsageError(f"--input: {error}") from None
+    if args.output_format != "nifti":
+        from gdlseg.inference.dicom_seg import cases_without_dicom_series
+
+        if not_dicom := cases_without_dicom_series(cases):
+            raise UsageError(
+                f"--output-format {args.output_format}: a DICOM SEG is made for DICOM series folders only; "
+                f"not DICOM series: {', '.join(not_dicom)}"
+            )
     prepare_output_folder(args.output)
     settings = SlidingWindowSettings(
         model.roi_size,
@@ -286,6 +304,7 @@ def _run(args: argparse.Namespace) -> int:
         series_uid=args.series_uid,
         allow_irregular=args.allow_irregular,
         postprocessing=postprocessing,
+        output_format=args.output_format,
     )
     # An ensemble is identified by its checkpoints' digests, in order: no paths (its files are all model.pt).
     identity = {"checkpoint": args.model or checkpoints[0].name, "checkpoint_sha256": model.checkpoint_sha256}

@@ -7,6 +7,9 @@ Each case writes, all-or-nothing (temporary names renamed only once every file i
   post-processed);
 - ``<case>_probabilities.npz`` (optional): ``probabilities`` float16 ``(C, z, y, x)`` (SimpleITK's
   array order) with ``class_names``, ``spacing``, ``origin`` and ``direction`` (NIfTI has no float16);
+- ``<case>_seg.dcm`` (``output_format`` ``dicom-seg``, which writes it instead of the NIfTI label map, or
+  ``both``): the label map as a DICOM SEG on the source series' slices, for a DICOM series input only
+  (:mod:`gdlseg.inference.dicom_seg`; it carries the source's patient and study modules);
 - ``<case>_seg.json``: the provenance record (:mod:`gdlseg.inference.provenance`), with ``options.quality``
   its ``quality`` entry: the uncertainty score and the quality flags (:mod:`gdlseg.inference.quality`);
 - ``<case>_stats.json``: per class the volume, voxels, components, whether it touches the scan's edge, its
@@ -51,10 +54,13 @@ from gdlseg.precision import resolve_precision
 
 sitk, _ = optional_import("SimpleITK")  # lazy: NIfTI training and export run without it
 
+OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")  # the label map as NIfTI, DICOM SEG, or both
+
 
 @dataclass
 class InferenceOptions:
-    """Per-batch choices: where outputs go, the windows, probabilities, which DICOM series."""
+    """Per-batch choices: where outputs go, the windows, probabilities, which DICOM series, the label map's
+    format (``dicom-seg`` and ``both`` need every input to be a DICOM series folder; a case that is not one fails)."""
 
     output_dir: Path
     settings: SlidingWindowSettings
@@ -63,6 +69,11 @@ class InferenceOptions:
     allow_irregular: bool = False
     postprocessing: Postprocessing | None = None  # per-class rules chosen by cross-validation
     quality: bool = True  # the uncertainty score and the quality flags in the provenance record
+    output_format: str = "nifti"  # one of OUTPUT_FORMATS
+
+    def __post_init__(self) -> None:
+        if self.output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"output_format must be one of {list(OUTPUT_FORMATS)}, got {self.output_format!r}.")
 
 
 @dataclass
@@ -81,13 +92,17 @@ class CaseOutcome:
         return self.error is None
 
 
-def output_paths(output_dir: Path, case: str, probabilities: bool) -> dict[str, Path]:
+def output_paths(output_dir: Path, case: str, probabilities: bool, output_format: str = "nifti") -> dict[str, Path]:
     """The files one case writes, by role."""
     paths = {
         "labels": output_dir / f"{case}_seg.nii.gz",
         "provenance": output_dir / f"{case}_seg.json",
         "statistics": output_dir / f"{case}_stats.json",
     }
+    if output_format != "nifti":
+        paths["dicom_seg"] = output_dir / f"{case}_seg.dcm"
+    if output_format == "dicom-seg":
+        del paths["labels"]
     if probabilities:
         paths["probabilities"] = output_dir / f"{case}_probabilities.npz"
     return paths
@@ -111,6 +126,7 @@ def inference_parameters(
         "tta": settings.tta,
         "probabilities": options.probabilities,
         "allow_irregular": options.allow_irregular,
+        "output_format": options.output_format,
         "postprocessing": dict(options.postprocessing.record) if options.postprocessing else "none",
         **{key: value for key, value in model.settings.items()},
     }
@@ -190,10 +206,14 @@ def _segment_one(
     parameters: dict[str, Any],
     input_files: set[Path],
 ) -> tuple[list[Path], dict[str, Any], dict[str, Any] | None]:
-    paths = output_paths(options.output_dir, case, options.probabilities)
+    paths = output_paths(options.output_dir, case, options.probabilities, options.output_format)
     for target in paths.values():
         if target.resolve() in input_files:
             raise ValueError(f"{case}: the output {target.name} would overwrite an input; choose another --output.")
+    if "dicom_seg" in paths:  # the source headers are checked before the work, not after it
+        from gdlseg.inference.dicom_seg import read_source_headers, write_dicom_seg
+
+        sources = read_source_headers(files[0], case, options.series_uid)
     start = time.perf_counter()
     image = read_case_image(files, model.channel_names, options.series_uid, options.allow_irregular)
     read_seconds = time.perf_counter() - start
@@ -219,7 +239,10 @@ def _segment_one(
     with contextlib.ExitStack() as stack:  # every file of the case is renamed into place only at the end
         temporary = {role: stack.enter_context(atomic_path(target)) for role, target in paths.items()}
         start = time.perf_counter()
-        sitk.WriteImage(result.labels, str(temporary["labels"]), useCompression=True)
+        if "labels" in temporary:
+            sitk.WriteImage(result.labels, str(temporary["labels"]), useCompression=True)
+        if "dicom_seg" in temporary:
+            write_dicom_seg(temporary["dicom_seg"], sources, result.labels, model, case)
         if result.probabilities is not None:
             np.savez(
                 temporary["probabilities"],
