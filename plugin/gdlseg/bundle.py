@@ -30,6 +30,8 @@ from gdlseg.data.datalist import (
     segmentable_cases,
     split_datalist,
 )
+from gdlseg.data.datasets import cache_per_rank
+from gdlseg.data.distributed import training_share, validation_share
 from gdlseg.data.splits import fold_folder, training_split
 from gdlseg.engines.budget import training_epochs, validation_interval
 from gdlseg.engines.checkpoints import entries_to_resume, require_outside_bundle, resume_checkpoint
@@ -53,6 +55,7 @@ from gdlseg.tracking.store import default_tracking_uri
 
 __all__ = [
     "ChannelFilesReader",
+    "cache_per_rank",
     "checkpoint_digests",
     "class_volumes",
     "datalist_fingerprint",
@@ -92,8 +95,10 @@ __all__ = [
     "training_epochs",
     "training_loss",
     "training_precision",
+    "training_share",
     "training_split",
     "validation_interval",
+    "validation_share",
     "weight_range",
 ]
 
