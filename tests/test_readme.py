@@ -9,8 +9,9 @@ its language:
 - ``json``: parses;
 - ``bash``: each command line (continuation lines joined, comments dropped) is checked by what it
   runs: ``gdlseg …`` parses with gdlseg's own argument parser; ``python -m monai.bundle …`` (also
-  under ``torchrun``) names config files that exist and, for ``run``, overrides IDs the configs
-  define; ``python scripts/X.py`` names an existing script; ``make X`` an existing target;
+  under ``torchrun``, and ``srun torchrun …``) names config files that exist and, for ``run``, overrides
+  IDs the configs define; ``python scripts/X.py`` names an existing script; ``make X`` an existing
+  target; a shell variable assignment (``head=$(…)``) is not a command;
 - no language: prose (formulas, trees), not checked.
 
 Any other language, or a command nobody checks, fails, so that a new snippet cannot go unchecked.
@@ -137,7 +138,11 @@ BASH = blocks("bash")
 def test_bash_block_commands_exist_as_written(document, language, code):
     for argv in command_lines(code):
         where = f"{document}: {shlex.join(argv)}"
+        if argv[0] == "srun":  # SLURM's launcher: the command it starts on every node is checked
+            argv = argv[next(index for index, word in enumerate(argv[1:], 1) if not word.startswith("-")) :]
         program = argv[0]
+        if re.match(r"[A-Za-z_]\w*=", program):  # a shell variable set for the lines after it
+            continue
         if program == "gdlseg":
             check_gdlseg(argv[1:], where)
         elif program == "torchrun":

@@ -30,6 +30,8 @@ from gdlseg.data.datalist import (
     segmentable_cases,
     split_datalist,
 )
+from gdlseg.data.datasets import cache_per_rank
+from gdlseg.data.distributed import training_share, validation_share
 from gdlseg.data.splits import fold_folder, training_split
 from gdlseg.data.training_ranges import training_ranges
 from gdlseg.engines.budget import training_epochs, validation_interval
@@ -54,6 +56,7 @@ from gdlseg.tracking.store import default_tracking_uri
 
 __all__ = [
     "ChannelFilesReader",
+    "cache_per_rank",
     "checkpoint_digests",
     "class_volumes",
     "datalist_fingerprint",
@@ -94,8 +97,10 @@ __all__ = [
     "training_loss",
     "training_precision",
     "training_ranges",
+    "training_share",
     "training_split",
     "validation_interval",
+    "validation_share",
     "weight_range",
 ]
 

@@ -14,8 +14,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 from gdlseg.data.synthetic import write_dataset
+from gdlseg.engines.checkpoints import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "segresnet_gdl"
@@ -151,3 +153,16 @@ def runs_of(tracking_uri: str, experiment: str = "gdlseg"):
 
 def sqlite_uri(output: Path) -> str:
     return f"sqlite:///{output / 'mlflow' / 'mlflow.db'}"
+
+
+def assert_same_final_state(resumed: Path, uninterrupted: Path) -> None:
+    """The ``checkpoint_final.pt`` of two trainings' output folders: the same iteration, and bit-identical
+    weights, optimizer state and schedule."""
+    final, expected = (load_checkpoint(path / "models" / "checkpoint_final.pt") for path in (resumed, uninterrupted))
+    assert final["trainer"]["iteration"] == expected["trainer"]["iteration"]
+    for name, tensor in expected["model"].items():
+        assert torch.equal(final["model"][name], tensor), name
+    for index, state in expected["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(final["optimizer"]["state"][index][key], value), (index, key)
+    assert final["lr_scheduler"] == expected["lr_scheduler"]

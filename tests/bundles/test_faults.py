@@ -15,7 +15,14 @@ import torch
 from gdlseg.engines.checkpoints import checkpoint_epoch, latest_checkpoint, load_checkpoint
 from gdlseg.tracking import read_spool, replay_spool
 
-from .conftest import run_bundle, runs_of, sqlite_uri, start_mlflow_server, stop_mlflow_server
+from .conftest import (
+    assert_same_final_state,
+    run_bundle,
+    runs_of,
+    sqlite_uri,
+    start_mlflow_server,
+    stop_mlflow_server,
+)
 
 # The schedule's length is fixed so that runs with different max_epochs follow the same learning rates.
 # Validation every epoch in both runs: val_interval auto would differ with their max_epochs.
@@ -69,15 +76,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run_bit_for_bit(bundle, dat
     uninterrupted = tmp_path / "uninterrupted"
     run_bundle(bundle, ["train.yaml"], {**common, "output_dir": uninterrupted, "train#trainer#max_epochs": epochs})
 
-    resumed = load_checkpoint(interrupted / "models" / "checkpoint_final.pt")
-    reference = load_checkpoint(uninterrupted / "models" / "checkpoint_final.pt")
-    assert resumed["trainer"]["iteration"] == reference["trainer"]["iteration"]
-    for name, tensor in reference["model"].items():
-        assert torch.equal(resumed["model"][name], tensor), name
-    for index, state in reference["optimizer"]["state"].items():
-        for key, value in state.items():
-            assert torch.equal(resumed["optimizer"]["state"][index][key], value), (index, key)
-    assert resumed["lr_scheduler"] == reference["lr_scheduler"]
+    assert_same_final_state(interrupted, uninterrupted)
 
     # MLflow: the killed run is ended KILLED by the resume, which continues it in a new run.
     client, (killed, continued) = train_runs(sqlite_uri(interrupted))

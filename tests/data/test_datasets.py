@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, RandFlipd
 
-from gdlseg.data.datasets import CacheDataset, CaseCachingError
+from gdlseg.data.datasets import CacheDataset, CacheFootprint, CaseCachingError, cache_per_rank
 
 
 def write_cases(folder: Path, count: int) -> list[dict[str, str]]:
@@ -46,3 +46,12 @@ def test_a_failing_case_is_named_and_no_caching_thread_is_left_running(tmp_path)
     with pytest.raises(CaseCachingError, match=r"case case_2 \(item 2 of the dataset\) could not be loaded"):
         CacheDataset(cases, transforms(), cache_rate=1.0, num_workers=2, progress=False)
     assert threading.active_count() == threads_before
+
+
+def test_the_footprint_counts_the_cached_cases_and_their_voxel_bytes(tmp_path):
+    cases = write_cases(tmp_path, 5)
+    dataset = CacheDataset(cases, transforms(), cache_rate=0.4, num_workers=0, progress=False)
+    assert dataset.footprint() == CacheFootprint(cases=5, cached=2, bytes=2 * 8 * 8 * 4 * 4)  # float32 voxels
+    assert cache_per_rank({"training": dataset}) == {
+        "training": {"cases_per_rank": [5], "cached_per_rank": [2], "bytes_per_rank": [2048]}
+    }

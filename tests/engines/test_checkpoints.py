@@ -30,6 +30,8 @@ from gdlseg.engines.errors import NonFiniteLossError
 from gdlseg.engines.nan_guard import StopOnNonFiniteLoss
 from gdlseg.engines.rng_state import RandomStates, transform_random_states
 
+from ..distributed import run_on_gloo
+
 
 class Unpicklable:
     """A state that torch.save cannot write: the save fails half-way, as a crash would."""
@@ -162,6 +164,45 @@ def test_random_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
         np.testing.assert_array_equal(after[1], before[1])
         assert after[2] == before[2]
         torch.testing.assert_close(torch.as_tensor(after[3]), torch.as_tensor(before[3]), rtol=0, atol=0)
+
+
+def _save_and_restore_per_rank(rank: int, world_size: int, folder: Path) -> None:
+    torch.manual_seed(rank)  # every generator of each rank in its own state
+    np.random.seed(rank)
+    random.seed(rank)
+    transforms = augmentations().set_random_state(seed=rank)
+    loader = torch.utils.data.DataLoader(list(range(8)), shuffle=True, generator=torch.Generator().manual_seed(rank))
+    states = RandomStates(transforms=transforms, dataloader=loader)
+    saved = states.state_dict()  # on every rank, as Ignite's saver asks for it: a collective
+    assert len(saved["ranks"]) == world_size
+    if rank == 0:
+        torch.save({"rng": saved}, folder / "rng.pt")  # rank 0 alone writes
+    torch.distributed.barrier()
+    expected = [draws(transforms), list(loader)]
+    states.load_state_dict(load_checkpoint(folder / "rng.pt")["rng"])  # rank 1 restores its own states
+    restored = [draws(transforms), list(loader)]
+    for before, after in zip(expected[0], restored[0], strict=True):
+        torch.testing.assert_close(torch.as_tensor(after), torch.as_tensor(before), rtol=0, atol=0)
+    assert restored[1] == expected[1]
+    try:  # while an exception is handled the other ranks may never join: no collective, this rank's own
+        raise RuntimeError("stopping")
+    except RuntimeError:
+        alone = states.state_dict()
+    assert "ranks" not in alone
+    if rank == 0:
+        torch.save({"rng": alone}, folder / "rng_final.pt")
+    torch.distributed.barrier()
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("gdlseg.rng_state").addHandler(handler)
+    states.load_state_dict(load_checkpoint(folder / "rng_final.pt")["rng"])
+    [record] = records
+    assert "states of rank 0's alone, this training has 2 processes: every rank continues" in record.getMessage()
+
+
+def test_each_rank_restores_its_own_random_states_from_rank_0s_checkpoint(tmp_path):
+    run_on_gloo(_save_and_restore_per_rank, tmp_path)
 
 
 def test_changed_transforms_are_reported_not_fatal(tmp_path, caplog):

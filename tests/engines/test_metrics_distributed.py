@@ -1,4 +1,4 @@
-"""PerClassDice on two Gloo processes, each validating its DistributedSampler share, equals one process."""
+"""PerClassDice on two Gloo processes, each validating its share of the cases, equals one process."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import math
 
 import torch
 from ignite.engine import Engine
-from monai.data import DistributedSampler, MetaTensor
+from monai.data import MetaTensor
 
-from gdlseg.engines.metrics import PerClassDice, interleave
+from gdlseg.data.distributed import interleave, validation_share
+from gdlseg.engines.metrics import PerClassDice
 
 from ..distributed import run_on_gloo
 
@@ -45,9 +46,9 @@ def as_tensor(metrics: dict, rows: list[dict]) -> torch.Tensor:
 
 
 def _validate_share(rank: int, world_size: int, expected: dict, expected_rows: list[dict]) -> None:
-    sampler = DistributedSampler(list(range(CASES)), even_divisible=False, shuffle=False)
-    assert list(sampler) == list(range(rank, CASES, world_size))
-    metrics, rows = validate(sampler)
+    share = validation_share(list(range(CASES)))  # the bundle's validate#dataset under torchrun
+    assert share == list(range(rank, CASES, world_size))
+    metrics, rows = validate(share)
     assert sorted(metrics) == sorted(expected)
     assert [row["case"] for row in rows] == [row["case"] for row in expected_rows]
     torch.testing.assert_close(as_tensor(metrics, rows), as_tensor(expected, expected_rows), equal_nan=True)
@@ -62,6 +63,6 @@ def test_gathered_validation_metrics_equal_a_single_process_validation():
     run_on_gloo(_validate_share, expected, expected_rows)
 
 
-def test_interleave_restores_the_distributed_sampler_order():
+def test_interleave_restores_the_order_of_the_validation_shares():
     assert interleave([[0, 3, 6], [1, 4], [2, 5]]) == list(range(7))
     assert interleave([]) == []

@@ -20,6 +20,11 @@ collect every problem instead of stopping at the first:
 
 A scan smaller than ``roi_size`` is not a problem: the training pipeline pads it.
 
+Under torchrun (an initialised process group) the training's check reads every case once in all:
+each rank inspects its :func:`~gdlseg.data.distributed.validation_share` of the cases, the ranks
+gather their findings in case order, and every rank reaches the verdict one process would; a failed
+check stops every rank, its problems printed once, by rank 0.
+
 Problems name the case (its file name without extension) and the file name or argument, never a
 folder path, so that they can be logged anywhere.
 """
@@ -28,9 +33,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -39,6 +45,7 @@ from gdlseg.data.channel_checks import ChannelSettings, channel_count_problems
 from gdlseg.data.channels import channel_files, channel_label, file_channels, intensity_presets
 from gdlseg.data.class_weights import validate_class_weights
 from gdlseg.data.datalist import case_name, dataset_channel_names, read_datalist, resolve_case
+from gdlseg.data.distributed import Ranks, gather_in_order, process_ranks, stop_every_rank, validation_share
 from gdlseg.data.geometry import AFFINE_TOLERANCE, Grid, grid_differences
 from gdlseg.data.readers import ScanError, ScanHeader, read_array, read_header
 from gdlseg.settings import switch
@@ -192,7 +199,18 @@ class CheckedCase:
     channels: int | None = None
 
 
-CaseCallback = Callable[[Mapping[str, object], CheckedCase], None]  # (the resolved case, what was read)
+class CaseCallback(Protocol):
+    """What the dataset check hands each case it read without problems, while the voxels are in memory.
+
+    ``callback(case, checked)`` returns a small picklable fact about the case (the resolved case, what was
+    read); once every rank has checked its share, ``receive(label, fact)`` is called on every rank for every
+    case's fact, in the cases' order, so that each process ends up with the facts of all cases (one process:
+    its own facts, again).
+    """
+
+    def __call__(self, case: Mapping[str, object], checked: CheckedCase) -> object: ...
+
+    def receive(self, label: str, fact: object) -> None: ...
 
 
 def _headers(paths: Sequence[str], where: Sequence[str], name: str, channels_last: bool) -> tuple[list, list[Problem]]:
@@ -288,21 +306,30 @@ def _check(
     affine_tolerance: float,
     progress: bool,
     channels: ChannelSettings,
+    ranks: Ranks,
     on_case: CaseCallback | None = None,
 ) -> tuple[list[Problem], int]:
+    """Every problem and the number of labelled cases; with several ``ranks`` (a collective) each
+    inspects its share of the cases and all get the whole list, in the order one process finds it."""
     names = dataset_channel_names(datalist)
     problems = check_settings(num_classes, class_names, class_weights, channels.intensity, channels.in_channels, names)
     cases, datalist_problems = labelled_cases(datalist, dataset_dir)
     problems += datalist_problems
     known_classes = num_classes if _num_classes_problem(num_classes) is None else None
-    counts = []
-    for case in tqdm(cases, desc="check-data", unit="case", disable=None if progress else True):
+    found = []
+    share = validation_share(cases, ranks)
+    for case in tqdm(share, desc="check-data", unit="case", disable=None if progress else True):
         inspected = inspect_case(case, known_classes, affine_tolerance, names)  # the voxels are let go
-        problems += inspected.problems
+        fact = None
         if on_case is not None and not inspected.problems:
-            on_case(case, inspected)
-        if inspected.channels is not None:
-            counts.append((inspected.name, inspected.channels))
+            fact = (str(case["label"]), on_case(case, inspected))
+        count = None if inspected.channels is None else (inspected.name, inspected.channels)
+        found.append((inspected.problems, count, fact))
+    found = gather_in_order(found, ranks)
+    problems += [problem for case_problems, _, _ in found for problem in case_problems]
+    counts = [count for _, count, _ in found if count is not None]
+    for fact in (fact for _, _, fact in found if fact is not None):
+        on_case.receive(*fact)
     problems += [Problem(*problem) for problem in channel_count_problems(counts, channels, names)]
     return problems, len(cases)
 
@@ -323,7 +350,7 @@ def check_dataset(
         progress: show a progress bar over the cases (on stderr, when it is a terminal).
         channels: the ``in_channels`` and ``intensity`` settings the cases are checked against.
     """
-    settings = (class_names, class_weights, affine_tolerance, progress, channels or ChannelSettings())
+    settings = (class_names, class_weights, affine_tolerance, progress, channels or ChannelSettings(), Ranks())
     return _check(datalist, dataset_dir, num_classes, *settings)[0]
 
 
@@ -337,19 +364,21 @@ def require_valid_dataset(
     channels: ChannelSettings | None = None,
     on_case: CaseCallback | None = None,
 ) -> int:
-    """:func:`check_dataset`, raising if anything is wrong; returns the number of cases checked.
-    ``on_case(case, checked)`` is called for each case read without problems, while its voxels are in
-    memory (what :mod:`gdlseg.data.training_ranges` gathers its ranges from).
+    """:func:`check_dataset`, raising if anything is wrong; returns the number of cases checked. Under
+    torchrun it is a collective: each rank checks its share, and all reach the same verdict.
+    ``on_case`` (:class:`CaseCallback`) is given each case read without problems, while its voxels are in
+    memory (what :mod:`gdlseg.data.training_ranges` gathers its ranges from), and every case's fact on
+    every rank.
 
     Raises:
-        DatasetError: listing every problem found.
+        DatasetError: listing every problem found (on rank 0 alone under torchrun, the others exit:
+            :func:`~gdlseg.data.distributed.stop_every_rank`).
     """
+    ranks = process_ranks()
     settings = (num_classes, class_names, class_weights, affine_tolerance, False, channels or ChannelSettings())
-    problems, cases = _check(datalist, dataset_dir, *settings, on_case)
+    problems, cases = _check(datalist, dataset_dir, *settings, ranks, on_case)
     if problems:
-        error = DatasetError(problems, cases)
-        logger.error("%s", error)  # stands apart from the traceback a bundle run prints around the exception
-        raise error
+        stop_every_rank(DatasetError(problems, cases), "the dataset check found problems", ranks)
     logger.info("dataset check: %d labelled case(s), no problem found", cases)
     return cases
 
@@ -368,7 +397,8 @@ def preflight(
 ) -> int | None:
     """The training's check (bundle ``training_setup``): :func:`require_valid_dataset`, or with the
     ``check_data`` setting off only the (instant) class and channel settings check. Returns the number
-    of cases checked, None when they were skipped.
+    of cases checked, None when they were skipped. Under torchrun every rank must call it (each checks
+    its share of the cases); a failure is printed once, by rank 0, and stops every rank.
 
     Args:
         in_channels: the network's input channels: every case must have that many.
@@ -382,7 +412,7 @@ def preflight(
     if not switch(check_data, "check_data"):
         names = dataset_channel_names(datalist)
         if problems := check_settings(num_classes, class_names, class_weights, intensity, in_channels, names):
-            raise DatasetError(problems, 0)
+            stop_every_rank(DatasetError(problems, 0), "the settings check found problems")
         logger.warning("check_data is off: the cases are not checked before training")
         return None
     return require_valid_dataset(

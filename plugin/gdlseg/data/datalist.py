@@ -25,6 +25,7 @@ from gdlseg.data.channels import (
     group_channel_files,
     resolved_against,
 )
+from gdlseg.data.distributed import stop_every_rank
 from gdlseg.data.readers import ScanError, is_dicom_series_folder, read_header
 
 logger = logging.getLogger(__name__)
@@ -115,18 +116,20 @@ def require_validation_case_per_process(
         The number of validation cases.
 
     Raises:
-        ValueError: fewer validation cases than processes, naming both numbers and the fixes.
+        ValueError: fewer validation cases than processes, naming both numbers and the fixes (on rank 0;
+            the other ranks exit with one line: :func:`~gdlseg.data.distributed.stop_every_rank`).
     """
     count = len(validation_cases)
     if count >= processes:
         return count
     fraction = "" if val_fraction is None else f" (now {val_fraction})"
-    raise ValueError(
+    error = ValueError(
         f"torchrun started {processes} processes but the validation set has {count} case(s): each process "
         f"scores its own share of the validation cases and needs at least one. Start at most {count} "
         f'process(es) (--nproc_per_node, --nnodes), or give more validation cases: a "validation" list in '
         f"the datalist, or a larger val_fraction{fraction}."
     )
+    stop_every_rank(error, "too few validation cases for the processes")
 
 
 def datalist_class_count(datalist: os.PathLike | str) -> int | None:

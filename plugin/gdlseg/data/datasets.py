@@ -1,14 +1,34 @@
-"""MONAI's CacheDataset, with a cache filling that fails cleanly."""
+"""MONAI's CacheDataset, with a cache filling that fails cleanly and a measure of what it holds."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import torch
 from monai.data import CacheDataset as MonaiCacheDataset
 from tqdm import tqdm
 
 from gdlseg.data.datalist import case_name
+from gdlseg.data.distributed import gather, process_ranks
 from gdlseg.data.errors import ScanError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CacheFootprint:
+    """What a :class:`CacheDataset` holds: the ``cases`` it iterates, how many of them are ``cached``
+    (``cache_rate`` × cases), and the ``bytes`` of the cached tensors and arrays (voxels; the small
+    metadata dictionaries aside)."""
+
+    cases: int
+    cached: int
+    bytes: int
 
 
 class CaseCachingError(RuntimeError):
@@ -50,6 +70,11 @@ class CacheDataset(MonaiCacheDataset):
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
 
+    def footprint(self) -> CacheFootprint:
+        """The cases, the cached ones and the bytes they hold (see :class:`CacheFootprint`)."""
+        cached = [item for item in self._cache if item is not None]
+        return CacheFootprint(len(self.data), len(cached), sum(_data_bytes(item) for item in cached))
+
     def _name_of(self, index: int) -> str:
         item = self.data[index]
         image = item.get("image") if isinstance(item, dict) else item
@@ -63,3 +88,40 @@ def _root_reason(error: BaseException) -> BaseException:
         chain.append(chain[-1].__cause__)
     scan_errors = [item for item in chain if isinstance(item, ScanError)]
     return scan_errors[0] if scan_errors else chain[-1]
+
+
+def _data_bytes(item: Any) -> int:
+    """Bytes of the tensors and arrays in a cached item (a dictionary, list or tuple of them)."""
+    if isinstance(item, torch.Tensor):
+        return item.element_size() * item.nelement()
+    if isinstance(item, np.ndarray):
+        return item.nbytes
+    if isinstance(item, Mapping):
+        return sum(_data_bytes(value) for value in item.values())
+    if isinstance(item, (list, tuple)):
+        return sum(_data_bytes(value) for value in item)
+    return 0
+
+
+def cache_per_rank(datasets: Mapping[str, CacheDataset]) -> dict[str, dict[str, list[int]]]:
+    """What every process holds in each of its data caches: for each name of ``datasets``,
+    ``{"cases_per_rank": […], "cached_per_rank": […], "bytes_per_rank": […]}``, one entry per rank
+    (one for one process); logged once, by rank 0, and recorded with the run's params. Under torchrun
+    it is a collective (every rank must call it), so that rank 0 can report the others.
+    """
+    ranks = process_ranks()
+    footprints = gather({name: dataset.footprint() for name, dataset in datasets.items()}, ranks)
+    report = {
+        name: {
+            "cases_per_rank": [rank[name].cases for rank in footprints],
+            "cached_per_rank": [rank[name].cached for rank in footprints],
+            "bytes_per_rank": [rank[name].bytes for rank in footprints],
+        }
+        for name in datasets
+    }
+    if ranks.rank == 0:
+        for name, held in report.items():
+            megabytes = ", ".join(f"{size / 2**20:.1f}" for size in held["bytes_per_rank"])
+            cases, cached = held["cases_per_rank"], held["cached_per_rank"]
+            logger.info("%s data cache per process: %s of %s case(s) cached, %s MB", name, cached, cases, megabytes)
+    return report

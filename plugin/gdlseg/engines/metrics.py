@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
 
 import ignite.distributed as idist
 import torch
@@ -12,21 +11,13 @@ from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
 
 from gdlseg.data.datalist import case_name
+from gdlseg.data.distributed import interleave
 from gdlseg.evaluation.dice import dice_per_class
-
-Case = TypeVar("Case")
 
 
 def _labels(tensor: torch.Tensor) -> torch.Tensor:
     """A ``(C, *spatial)`` prediction/one-hot, or a ``(1, *spatial)`` label map → ``(*spatial)`` labels."""
     return tensor.argmax(dim=0) if tensor.shape[0] > 1 else tensor[0].round()
-
-
-def interleave(shards: Sequence[Sequence[Case]]) -> list[Case]:
-    """Merge per-rank lists so that rank r's i-th item lands at position ``i·W + r``: the dataset order
-    of a ``DistributedSampler(shuffle=False)``, which gives rank r the items r, r + W, r + 2W, …"""
-    longest = max((len(shard) for shard in shards), default=0)
-    return [shard[index] for index in range(longest) for shard in shards if index < len(shard)]
 
 
 class PerClassDice(Metric):
@@ -39,14 +30,15 @@ class PerClassDice(Metric):
     also get ``<prefix>_<class_name>`` for every foreground class, and ``case_scores`` keeps the
     per-case table for reports.
 
-    Distributed runs: in an initialised process group (torchrun) each rank scores the cases its
-    sampler gives it, and the first of ``compute()``, ``per_class()`` or ``case_scores`` after an
-    update gathers every rank's cases. That is a collective: every rank must make the call, as Ignite
-    does when the epoch completes (a report reading ``case_scores`` on rank 0 afterwards is served from
-    the gathered copy). The values are then exactly those of one process scoring every case, provided
-    each case is scored once: validate with MONAI's ``DistributedSampler(even_divisible=False,
-    shuffle=False)``, which also makes ``case_scores`` follow the dataset order (see :func:`interleave`);
-    ``even_divisible=True`` repeats cases to even out the ranks, and they would count twice.
+    Distributed runs: in an initialised process group (torchrun) each rank scores its own cases, and
+    the first of ``compute()``, ``per_class()`` or ``case_scores`` after an update gathers every rank's
+    cases. That is a collective: every rank must make the call, as Ignite does when the epoch
+    completes (a report reading ``case_scores`` on rank 0 afterwards is served from the gathered copy).
+    The values are then exactly those of one process scoring every case, provided each case is scored
+    once: validate each rank's :func:`~gdlseg.data.distributed.validation_share` (cases r, r + W, …;
+    the order of MONAI's ``DistributedSampler(even_divisible=False, shuffle=False)``), which also makes
+    ``case_scores`` follow the dataset order (see :func:`~gdlseg.data.distributed.interleave`); shares
+    padded to even out the ranks (``even_divisible=True``) repeat cases, and they would count twice.
 
     Args:
         class_names: one name per output channel, background first.

@@ -19,19 +19,29 @@ What it holds:
 - the ``generator`` of ``dataloader`` when it has its own (``multi_gpu_train.yaml`` gives one per rank).
 
 Only tensors, numbers and lists are stored, so the checkpoint loads with ``torch.load(weights_only=True)``.
-Under torchrun only rank 0 saves: every rank then restores rank 0's states (a valid, but not the
-same, continuation for the other ranks).
+
+Under torchrun only rank 0 writes the checkpoint, but Ignite's saver asks every rank for the states:
+:meth:`RandomStates.state_dict` then gathers every rank's generators (a collective) under ``"ranks"``,
+and on resuming each rank restores its own, so a resumed distributed training draws what an
+uninterrupted one with the same number of processes draws. Two cases keep rank 0's states alone, and
+then every rank restores those (a valid, but not the same, continuation for the other ranks): a
+checkpoint saved while an exception is being handled (Ctrl-C, SIGTERM, a failure: the other ranks
+may never reach the collective, and must not be waited for), and a resume with another number of
+processes.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
+
+from gdlseg.data.distributed import gather, process_ranks
 
 logger = logging.getLogger("gdlseg.rng_state")
 _MAX_DEPTH = 12
@@ -50,6 +60,15 @@ class RandomStates:
         self.dataloader = dataloader
 
     def state_dict(self) -> dict[str, Any]:
+        """This process's generator states; under torchrun, outside exception handling, also every
+        rank's under ``"ranks"`` (a collective: every rank's saver calls it at the same point)."""
+        own = self._own_state()
+        ranks = process_ranks()
+        if ranks.distributed and sys.exc_info()[1] is None:
+            return {**own, "ranks": gather(own, ranks)}
+        return own
+
+    def _own_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "torch": torch.get_rng_state(),
             "numpy": _numpy_state(np.random.get_state()),
@@ -64,8 +83,21 @@ class RandomStates:
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the generators; a part missing from ``state`` or not matching this training is left
-        as it is, with a warning (the resumed run is then valid but not identical to an uninterrupted one)."""
+        """Restore the generators, this rank's own when ``state`` holds every rank's; a part missing
+        from ``state`` or not matching this training is left as it is, with a warning (the resumed run
+        is then valid but not identical to an uninterrupted one)."""
+        ranks = process_ranks()
+        saved_ranks = state.get("ranks")
+        if saved_ranks is not None and len(saved_ranks) == ranks.world_size:
+            state = saved_ranks[ranks.rank]
+        elif ranks.distributed:
+            processes = "rank 0's alone" if saved_ranks is None else f"those of {len(saved_ranks)} processes"
+            logger.warning(
+                "The checkpoint holds the random generator states of %s, this training has %d processes: "
+                "every rank continues from rank 0's states, not as an uninterrupted run would.",
+                processes,
+                ranks.world_size,
+            )
         torch.set_rng_state(state["torch"])
         np.random.set_state(_numpy_tuple(state["numpy"]))
         random.setstate(_python_tuple(state["python"]))
