@@ -79,7 +79,7 @@ class CaseRangeCollector(dict[str, CaseRanges]):
     """``{label path: CaseRanges}`` of the cases the dataset check read, filled while their voxels are in
     memory: pass it as :func:`gdlseg.data.checks.preflight`'s ``on_case``. Keys are the case's label path as
     :func:`gdlseg.data.datalist.resolve_case` gives it (what the training split's cases hold too). Under
-    torchrun each rank reads its share and then ``receive``\ s the other ranks' facts: every rank holds all.
+    torchrun each rank reads its share and then receives the other ranks' facts: every rank holds all.
     """
 
     def __call__(self, case: Mapping[str, Any], checked: CheckedCase) -> CaseRanges:
