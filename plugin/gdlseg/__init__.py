@@ -13,3 +13,12 @@ Sub-packages, dependencies pointing inward (``tests/test_architecture.py`` check
 """
 
 __version__ = "0.1.0"
+
+import logging as _logging
+import warnings as _warnings
+
+# MONAI 1.6's LoadImage without a reader builds its GPU DICOM reader whenever pydicom is installed (highdicom
+# needs it); without nvImageCodec that logs a warning and warns once per loader. gdlseg reads DICOM with
+# SimpleITK, so both are noise in every `gdlseg infer` and bundle run.
+_logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(_logging.ERROR)
+_warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin", category=UserWarning)
