@@ -25,7 +25,7 @@ with the number of models). The models must agree on classes, channels, spacing,
 normalisation, orientation and window size; a disagreement stops before anything is written. The
 provenance lists every checkpoint's SHA-256.
 
-Quality flags (docs/hospital-outputs.md, "Quality flags"): each provenance record holds an uncertainty score (the mean normalised
+Quality flags (docs/hospital-outputs.md): each provenance record holds an uncertainty score (the mean normalised
 entropy of the probabilities over the voxels labelled foreground) and flags comparing the case with the
 training data's ranges recorded in training.json: class_missing, volume_out_of_range, spacing_out_of_range,
 intensity_out_of_range. OUTPUT/quality.json lists them per case; the summary names the flagged cases.
