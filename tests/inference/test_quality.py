@@ -206,3 +206,18 @@ def test_without_training_ranges_only_the_uncertainty_is_reported_with_a_note(sc
     off = dataclasses.replace(options, quality=False)
     [outcome] = segment_cases([scans["lps"]], model, off)
     assert outcome.quality is None and "quality" not in json.loads((tmp_path / "lps_seg.json").read_text())
+
+
+def test_unusable_training_ranges_skip_the_flags_with_a_note_and_the_case_is_still_written(scans, tmp_path):
+    broken = recorded_ranges()
+    del broken["spacing_mm"]  # a hand-edited training.json
+    model = threshold_model(tmp_path / "model", training_ranges=broken)
+    options = InferenceOptions(output_dir=tmp_path, settings=SlidingWindowSettings((16, 16, 16)))
+    [outcome] = segment_cases([scans["lps"]], model, options)
+    assert outcome.ok, outcome.error
+    assert (tmp_path / "lps_seg.nii.gz").is_file()
+    assert outcome.quality["flags"] == [] and outcome.quality["training_cases"] is None
+    assert outcome.quality["notes"] == [
+        "the training ranges recorded with the model are unusable (KeyError: 'spacing_mm'): no flags"
+    ]
+    assert outcome.quality["uncertainty"]["score"] is not None

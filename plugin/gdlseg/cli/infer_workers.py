@@ -64,8 +64,10 @@ def threads_per_process(devices: Sequence[str]) -> int:
 def segment(args: argparse.Namespace, cases: list, model, options, report: Callable) -> list:
     """The batch's outcomes, in input order: in this process (one device), or over processes on
     ``args.worker_devices`` (:func:`busy_devices`), each loading the model as this one did (the same
-    checkpoints and overrides)."""
-    if len(args.worker_devices) == 1:
+    checkpoints and overrides). Fewer cases than workers on this process's device (one case on a CPU):
+    in this process too, as no worker would share anything."""
+    devices = busy_devices(args.worker_devices, len(cases))
+    if len(args.worker_devices) == 1 or (len(devices) == 1 and devices[0] == str(model.device)):
         from gdlseg.inference import segment_cases
 
         return segment_cases(cases, model, options, on_case_done=report)
@@ -78,6 +80,5 @@ def segment(args: argparse.Namespace, cases: list, model, options, report: Calla
         tuple(args.class_names) if args.class_names else None,
         tuple(args.roi_size) if args.roi_size else None,
     )
-    devices = busy_devices(args.worker_devices, len(cases))
     threads = threads_per_process(devices)
     return segment_cases_in_workers(cases, source, options, devices, threads, on_case_done=report)

@@ -180,16 +180,25 @@ def case_quality(
 
     Returns:
         ``{"uncertainty", "flags", "notes", "tolerances", "training_cases"}``; ``training_cases`` is None when
-        no ranges were recorded.
+        no ranges were recorded or they are unusable (malformed: every flag is skipped with a note, the
+        case is not failed).
     """
     tolerances = tolerances or QualityTolerances()
-    ranges, note = model_ranges(model)
     flags: list[dict[str, Any]] = []
-    notes = [note] if note else []
-    if ranges is not None:
-        flags += class_flags(statistics, ranges, tolerances.volume, notes)
-        flags += spacing_flags(scan_spacing(image), ranges, tolerances.spacing)
-        flags += intensity_flags(scan_intensities(image), ranges, tolerances.intensity, notes)
+    try:
+        ranges, note = model_ranges(model)
+        notes = [note] if note else []
+        if ranges is not None:
+            flags += class_flags(statistics, ranges, tolerances.volume, notes)
+            flags += spacing_flags(scan_spacing(image), ranges, tolerances.spacing)
+            flags += intensity_flags(scan_intensities(image), ranges, tolerances.intensity, notes)
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        # ranges edited by hand, or an ensemble whose records differ in shape: the flags cannot be computed,
+        # but the case's label map must still be written (the flags are advice, not the product)
+        ranges, flags = None, []
+        notes = [
+            f"the training ranges recorded with the model are unusable ({type(error).__name__}: {error}): no flags"
+        ]
     return {
         "uncertainty": uncertainty_record(score, len(model.models), tta),
         "flags": flags,
