@@ -27,9 +27,9 @@ class SlabAccumulator:
 
     Layout: ``sums`` is ``(L, C, *other axes)`` float32 with ``L = roi[axis]`` planes starting at plane
     ``origin`` of the volume (``weights``, the normaliser, is ``(L, 1, *other axes)``, only with
-    ``probabilities`` or the uncertainty score, which both need normalised probabilities); its size depends on the class count and the window, never on how many models
-    produced the window outputs. ``labels`` ``(*size)`` and ``probabilities`` ``(C, *size)`` float16 are
-    the finished outputs on the CPU.
+    ``probabilities`` or the uncertainty score, which both need normalised probabilities); its size
+    depends on the class count and the window, never on how many models produced the window outputs.
+    ``labels`` ``(*size)`` and ``probabilities`` ``(C, *size)`` float16 are the finished outputs on the CPU.
 
     Args:
         size: the (padded) volume's spatial size.
