@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 
 import torch
@@ -25,8 +26,15 @@ def _join_and_run(rank: int, world_size: int, port: int, function: Callable, arg
         dist.destroy_process_group()
 
 
-def run_on_gloo(function: Callable, *args, world_size: int = 2) -> None:
+def run_on_gloo(function: Callable, *args, world_size: int = 2, timeout: float = 300) -> None:
     """Call ``function(rank, world_size, *args)`` in ``world_size`` spawned processes that share a
     Gloo process group. ``function`` must be a module-level function; an exception (a failed assert)
-    in any process is raised here with that process's traceback."""
-    mp.spawn(_join_and_run, args=(world_size, free_port(), function, args), nprocs=world_size, join=True)
+    in any process is raised here with that process's traceback. Processes still running after
+    ``timeout`` seconds (a rank left waiting in a collective) are killed and the test fails."""
+    context = mp.spawn(_join_and_run, args=(world_size, free_port(), function, args), nprocs=world_size, join=False)
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=max(0.0, deadline - time.monotonic())):
+        if time.monotonic() >= deadline:
+            for process in context.processes:
+                process.kill()
+            raise AssertionError(f"a rank of {function.__name__} was still running after {timeout:g} s (a hang)")

@@ -14,13 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import psutil
 from monai.bundle import ConfigParser
 
 from gdlseg.engines.checkpoints import checkpoint_epoch, latest_checkpoint
 
+from ..data.labels import set_first_label_voxel
 from .conftest import TINY, assert_same_final_state, free_port, run_bundle, runs_of, sqlite_uri
 
 CLASSES = ["organ", "vessel", "lesion"]
@@ -105,11 +104,7 @@ def test_a_failed_dataset_check_is_read_once_reported_once_by_rank_0_and_stops_b
     broken = tmp_path / "broken"
     shutil.copytree(dataset, broken)
     (broken / "imagesTr" / "phantom_001.nii.gz").unlink()  # rank 1 checks cases 1 and 3
-    label = broken / "labelsTr" / "phantom_002.nii.gz"  # rank 0 checks cases 0 and 2
-    image = nib.load(label)
-    labels = np.asarray(image.dataobj).copy()
-    labels[0, 0, 0] = 9
-    nib.save(nib.Nifti1Image(labels, image.affine), label)
+    set_first_label_voxel(broken / "labelsTr" / "phantom_002.nii.gz", 9)  # rank 0 checks cases 0 and 2
     output, logs = tmp_path / "out", tmp_path / "logs"
     options = ("--redirects", "3", "--log-dir", str(logs))  # each rank's stdout and stderr in files of its own
     result = torchrun(bundle, {"dataset_dir": broken, "output_dir": output, **SPLIT}, check=False, options=options)
@@ -127,6 +122,28 @@ def test_a_failed_dataset_check_is_read_once_reported_once_by_rank_0_and_stops_b
     assert not output.exists() or not any(output.rglob("*"))  # no checkpoint, no MLflow store
 
 
+def test_with_check_data_off_a_bad_label_on_rank_1s_share_stops_both_ranks_named_once_by_rank_0(
+    bundle, dataset, tmp_path
+):
+    broken = tmp_path / "broken"
+    shutil.copytree(dataset, broken)
+    # val_fraction 0.5: phantoms 1 and 3 train; the class volumes count phantom_001 on rank 0, phantom_003 on rank 1
+    set_first_label_voxel(broken / "labelsTr" / "phantom_003.nii.gz", 9)
+    output, logs = tmp_path / "out", tmp_path / "logs"
+    options = ("--redirects", "3", "--log-dir", str(logs))
+    overrides = {"dataset_dir": broken, "output_dir": output, "val_fraction": "0.5", "check_data": "false"}
+    result = torchrun(bundle, overrides, check=False, options=options)
+    assert result.returncode != 0
+    [rank_0] = logs.rglob("0/stdout.log")
+    named = "rank 1 of 2 failed: ValueError: "
+    assert rank_0.read_text().count(named) == 1, rank_0.read_text()[-3000:]
+    assert "phantom_003.nii.gz: label values outside [0, 4)" in rank_0.read_text()
+    rank_1 = "".join(path.read_text() for path in logs.rglob("1/std*.log"))
+    assert "rank 1 of 2 stops: a training label could not be counted (rank 0 printed why)." in rank_1
+    assert "label values outside" not in rank_1
+    assert not output.exists() or not any(output.rglob("*"))
+
+
 # -- two nodes ------------------------------------------------------------------------------------------
 # 4 phantoms: 2 for training, 2 for validation, one of each per rank.
 HALVES = {"val_fraction": "0.5"}
@@ -135,14 +152,15 @@ HALVES = {"val_fraction": "0.5"}
 SAME_SCHEDULE = {"lr_scheduler#t_total": "40", "val_interval": "1"}
 
 
-def two_nodes(bundle: Path, overrides: dict, logs: Path) -> list[subprocess.Popen]:
+def two_nodes(bundle: Path, overrides: dict, logs: Path, node_1: dict | None = None) -> list[subprocess.Popen]:
     """The same ``torchrun --nnodes 2 --node_rank N … -m monai.bundle run`` on two "nodes" of 127.0.0.1,
-    one process each, meeting by c10d rendezvous on a free port, as on a cluster (docs/distributed.md)."""
-    arguments, environment = bundle_run(bundle, overrides)
+    one process each, meeting by c10d rendezvous on a free port, as on a cluster (docs/distributed.md);
+    ``node_1``: overrides of the second node only."""
     rendezvous = ["--rdzv_id", "rehearsal", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{free_port()}"]
     logs.mkdir(parents=True, exist_ok=True)
     nodes = []
     for node in range(2):
+        arguments, environment = bundle_run(bundle, {**overrides, **((node_1 or {}) if node else {})})
         launcher = [str(Path(sys.executable).parent / "torchrun"), "--nnodes", "2", "--node_rank", str(node)]
         command = [*launcher, "--nproc_per_node", "1", *rendezvous, *arguments]
         log = (logs / f"node_{node}.log").open("w")  # a file: an undrained pipe would block the run
@@ -170,9 +188,9 @@ def kill(nodes: list[subprocess.Popen]) -> None:
     psutil.wait_procs(processes, timeout=60)
 
 
-def single_process_cache_bytes(bundle: Path, overrides: dict) -> int:
-    """The bytes one process's training cache holds for the same split: the bundle's own
-    ``train#dataset``, built in this process."""
+def single_process_reference(bundle: Path, overrides: dict) -> tuple[int, dict]:
+    """What one process builds for the same split, in this process from the bundle's own config: the bytes
+    its training cache (``train#dataset``) holds, and the ``training_ranges`` its training.json records."""
     parser = ConfigParser()
     parser.read_config([str(bundle / "configs" / "train.yaml")])
     for key, value in {**TINY, **overrides}.items():
@@ -180,7 +198,10 @@ def single_process_cache_bytes(bundle: Path, overrides: dict) -> int:
             parser[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             parser[key] = str(value)
-    return parser.get_parsed_content("train#dataset").footprint().bytes
+    handlers = [handler["_target_"] for handler in parser["train#handlers"]]
+    record = handlers.index("gdlseg.engines.checkpoints.TrainingRecordWriter")
+    ranges = parser.get_parsed_content(f"train#handlers#{record}#settings#training_ranges")
+    return parser.get_parsed_content("train#dataset").footprint().bytes, ranges
 
 
 def test_two_nodes_give_one_run_one_set_of_checkpoints_exact_validation_and_resume_after_both_die(
@@ -201,7 +222,10 @@ def test_two_nodes_give_one_run_one_set_of_checkpoints_exact_validation_and_resu
     epochs = checkpoint_epoch(resume_from) + 1
     resumed = {**common, "output_dir": interrupted, "resume": "true", "train#trainer#max_epochs": epochs}
     finish(two_nodes(bundle, resumed, tmp_path / "b"))
-    finish(two_nodes(bundle, {**common, "output_dir": reference, "train#trainer#max_epochs": epochs}, tmp_path / "c"))
+    # The uninterrupted reference, with the second node mounting the dataset at another path.
+    elsewhere = shutil.copytree(dataset, tmp_path / "mounted_elsewhere")
+    uninterrupted = {**common, "output_dir": reference, "train#trainer#max_epochs": epochs}
+    finish(two_nodes(bundle, uninterrupted, tmp_path / "c", node_1={"dataset_dir": elsewhere}))
 
     # One MLflow run and one set of checkpoints for the two nodes, written by rank 0.
     client, [run] = runs_of(sqlite_uri(reference))
@@ -218,8 +242,12 @@ def test_two_nodes_give_one_run_one_set_of_checkpoints_exact_validation_and_resu
     params = run.data.params
     assert params["data_cache.training.cases_per_rank"] == params["data_cache.validation.cases_per_rank"] == "[1, 1]"
     per_rank = ast.literal_eval(params["data_cache.training.bytes_per_rank"])
-    whole = single_process_cache_bytes(bundle, {**common, "output_dir": tmp_path / "single"})
+    whole, ranges = single_process_reference(bundle, {**common, "output_dir": tmp_path / "single"})
     assert sum(per_rank) == whole and max(per_rank) < whole
+    # The training ranges the two ranks' dataset check gathered (each under its own mount of the data) are
+    # those one process records.
+    training = json.loads((models / "training.json").read_text())
+    assert ranges is not None and training["training_ranges"] == ranges
 
     # Validation: model.pt (the best epoch's weights) evaluated by one process gives the best gathered Dice.
     run_bundle(bundle, ["train.yaml", "evaluate.yaml"], {**common, "output_dir": reference})

@@ -6,25 +6,29 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 from monai.data import DistributedSampler, partition_dataset
+from monai.transforms import LoadImaged
 
-from gdlseg.data.checks import DatasetError, check_dataset, preflight
+from gdlseg.data.checks import DatasetError, check_dataset, labelled_cases, preflight
 from gdlseg.data.class_weights import class_volumes
+from gdlseg.data.datasets import CacheDataset
 from gdlseg.data.distributed import (
+    RankFailure,
     Ranks,
     gather,
     gather_in_order,
     interleave,
+    run_on_share,
     stop_every_rank,
     training_share,
     validation_share,
 )
 from gdlseg.data.synthetic import write_dataset
+from gdlseg.data.training_ranges import CaseRangeCollector, CaseRanges
 
 from ..distributed import run_on_gloo
+from .labels import set_first_label_voxel
 
 SIZES = range(1, 14)
 WORLD_SIZES = range(1, 7)
@@ -80,6 +84,9 @@ def test_one_process_gathers_its_own_values_and_raises_the_error_itself():
     assert gather_in_order([1, 2]) == [1, 2]
     with pytest.raises(KeyError, match="the reason"):
         stop_every_rank(KeyError("the reason"), "a summary")
+    assert run_on_share(lambda: 3, "a summary") == 3
+    with pytest.raises(KeyError, match="the reason"):
+        run_on_share(lambda: {}["the reason"], "a summary")
 
 
 # -- the dataset check and the class volumes on two ranks ------------------------------------------------
@@ -97,17 +104,29 @@ def _files_opened_under(folder: Path) -> set[str]:
     return opened
 
 
-def _on_two_ranks(rank: int, world_size: int, good: Path, volumes: list[int], broken: Path, expected: list[str]):
+def _on_two_ranks(
+    rank: int,
+    world_size: int,
+    good: Path,
+    volumes: list[int],
+    broken: Path,
+    expected: list[str],
+    one_process_ranges: dict[str, CaseRanges],
+):
     assert gather(rank * 10) == [0, 10]
     assert gather_in_order(validation_share(list("abcde"))) == list("abcde")
 
     opened = _files_opened_under(good / "imagesTr")
-    assert preflight(True, good / "dataset.json", good, 4) == 4
+    found = CaseRangeCollector()
+    assert preflight(True, good / "dataset.json", good, 4, on_case=found) == 4
     # Each rank read its share of the cases (r, r + 2), and the two shares are the whole dataset.
     assert sorted(opened) == [f"phantom_{index:03d}.nii.gz" for index in range(rank, 4, world_size)]
     assert sorted(name for names in gather(sorted(opened)) for name in names) == sorted(
         path.name for path in (good / "imagesTr").iterdir()
     )
+    # ... and every rank holds the training ranges of every case, those one process gathers.
+    assert sorted(found) == sorted(str(path) for path in (good / "labelsTr").iterdir())
+    assert found == one_process_ranges
     labels = sorted(str(path) for path in (good / "labelsTr").iterdir())
     assert class_volumes(labels, 4).tolist() == volumes  # summed over the ranks' shares
 
@@ -127,12 +146,67 @@ def test_on_two_gloo_processes_each_rank_checks_its_share_and_rank_0_reports_the
     for folder in (good, broken):
         write_dataset(folder, training=4, test=0, shape=(16, 16, 12), seed=2)
     (broken / "imagesTr" / "phantom_003.nii.gz").unlink()  # rank 1's share
-    label = broken / "labelsTr" / "phantom_000.nii.gz"  # rank 0's share
-    image = nib.load(label)
-    values = np.asarray(image.dataobj).copy()
-    values[0, 0, 0] = 7
-    nib.save(nib.Nifti1Image(values, image.affine), label)
+    set_first_label_voxel(broken / "labelsTr" / "phantom_000.nii.gz", 7)  # rank 0's share
     expected = [str(problem) for problem in check_dataset(broken / "dataset.json", broken, 4)]
     assert len(expected) == 2 and expected[0].startswith("phantom_000") and expected[1].startswith("phantom_003")
     volumes = class_volumes(sorted(str(path) for path in (good / "labelsTr").iterdir()), 4).tolist()
-    run_on_gloo(_on_two_ranks, good, volumes, broken, expected)
+    one_process_ranges = CaseRangeCollector()
+    preflight(True, good / "dataset.json", good, 4, on_case=one_process_ranges)
+    run_on_gloo(_on_two_ranks, good, volumes, broken, expected, one_process_ranges)
+
+
+# -- an error on one rank's share stops both ranks, reported once by rank 0 -------------------------------
+
+
+class _FailOn(CaseRangeCollector):
+    """Training ranges that cannot be kept for one case (an error inside the dataset check's ``on_case``)."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+    def __call__(self, case, checked):
+        if Path(case["label"]).name == self.label:
+            raise RuntimeError(f"no ranges for {self.label}")
+        return super().__call__(case, checked)
+
+
+def _expect_stop(rank: int, work, rank_0_error: type[Exception], message: str, reason: str) -> None:
+    """``work()`` stops both ranks: rank 0 raises ``rank_0_error`` matching ``message``, rank 1 exits with one line."""
+    if rank == 0:
+        with pytest.raises(rank_0_error, match=message):
+            work()
+    else:
+        with pytest.raises(SystemExit, match=rf"^rank 1 of 2 stops: {reason} \(rank 0 printed why\)\.$"):
+            work()
+
+
+def _stop_together(rank: int, world_size: int, broken: Path, good: Path) -> None:
+    datalist = broken / "dataset.json"
+    cases, _ = labelled_cases(datalist, broken)
+    assert preflight(False, datalist, broken, 4) is None  # check_data off: nothing read, nothing stops here
+    # phantom_001's label (rank 1's share: cases 1 and 3) has a value 7 for 4 classes.
+    labels = [case["label"] for case in cases]
+    failure = r"^rank 1 of 2 failed: ValueError: \S*phantom_001.nii.gz: label values outside \[0, 4\)"
+    _expect_stop(rank, lambda: class_volumes(labels, 4), RankFailure, failure, "a training label could not be counted")
+    # phantom_003's image is gone (rank 1's share): its cache cannot be filled.
+    share, load = validation_share(cases), LoadImaged(["image", "label"])
+    failure = r"^rank 1 of 2 failed: CaseCachingError: case phantom_003 \(item 1 of the dataset\) could not be"
+    reason = "a case could not be loaded into the data cache"
+    _expect_stop(rank, lambda: CacheDataset(share, load, num_workers=0), RankFailure, failure, reason)
+    # An error inside the dataset check's on_case: on rank 1's case, then on rank 0's (raised as it is).
+    check = lambda label: preflight(True, good / "dataset.json", good, 4, on_case=_FailOn(label))  # noqa: E731
+    failure = r"^rank 1 of 2 failed: RuntimeError: no ranges for phantom_001.nii.gz$"
+    reason = "the dataset check could not read a case"
+    _expect_stop(rank, lambda: check("phantom_001.nii.gz"), RankFailure, failure, reason)
+    _expect_stop(rank, lambda: check("phantom_000.nii.gz"), RuntimeError, "^no ranges for phantom_000.nii.gz$", reason)
+    assert gather(rank) == [0, 1]  # both ranks went on together: none was left waiting
+
+
+def test_an_error_on_one_ranks_share_stops_every_rank_and_rank_0_names_it(tmp_path):
+    broken, good = tmp_path / "broken", tmp_path / "good"
+    for folder in (broken, good):
+        write_dataset(folder, training=4, test=0, shape=(16, 16, 12), seed=2)
+    set_first_label_voxel(broken / "labelsTr" / "phantom_001.nii.gz", 7)
+    (broken / "imagesTr" / "phantom_003.nii.gz").unlink()
+    run_on_gloo(_stop_together, broken, good, timeout=120)

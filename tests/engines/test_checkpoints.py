@@ -198,11 +198,18 @@ def _save_and_restore_per_rank(rank: int, world_size: int, folder: Path) -> None
     logging.getLogger("gdlseg.rng_state").addHandler(handler)
     states.load_state_dict(load_checkpoint(folder / "rng_final.pt")["rng"])
     [record] = records
-    assert "states of rank 0's alone, this training has 2 processes: every rank continues" in record.getMessage()
+    assert "states of rank 0 alone, this training has 2 process(es): every process continues" in record.getMessage()
 
 
-def test_each_rank_restores_its_own_random_states_from_rank_0s_checkpoint(tmp_path):
+def test_each_rank_restores_its_own_random_states_from_rank_0s_checkpoint(tmp_path, caplog):
     run_on_gloo(_save_and_restore_per_rank, tmp_path)
+    # The two ranks' checkpoint resumed by one process: rank 0's states, and a warning.
+    saved = load_checkpoint(tmp_path / "rng.pt")["rng"]
+    torch.manual_seed(12345)
+    with caplog.at_level(logging.WARNING, "gdlseg.rng_state"):
+        RandomStates(transforms=augmentations()).load_state_dict(saved)
+    assert "states of 2 processes, this training has 1 process(es): every process continues" in caplog.text
+    torch.testing.assert_close(torch.get_rng_state(), saved["ranks"][0]["torch"], rtol=0, atol=0)
 
 
 def test_changed_transforms_are_reported_not_fatal(tmp_path, caplog):

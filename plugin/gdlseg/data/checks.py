@@ -18,12 +18,15 @@ collect every problem instead of stopping at the first:
 - each file's voxels (only when its header passed): NaN or infinite intensities in the image;
   label values that are negative, not integers, or >= ``num_classes``.
 
-A scan smaller than ``roi_size`` is not a problem: the training pipeline pads it.
+A scan smaller than ``roi_size`` is not a problem: the training pipeline pads it. The checks of one
+case (headers, geometry, voxels) are :mod:`gdlseg.data.case_checks`; this module runs them over the
+datalist, with the settings and datalist checks.
 
 Under torchrun (an initialised process group) the training's check reads every case once in all:
 each rank inspects its :func:`~gdlseg.data.distributed.validation_share` of the cases, the ranks
 gather their findings in case order, and every rank reaches the verdict one process would; a failed
-check stops every rank, its problems printed once, by rank 0.
+check stops every rank, its problems printed once, by rank 0, and so does an error while a rank reads
+its share.
 
 Problems name the case (its file name without extension) and the file name or argument, never a
 folder path, so that they can be logged anywhere.
@@ -34,38 +37,30 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 from tqdm import tqdm
 
+from gdlseg.data.case_checks import CheckedCase, Problem, inspect_case
 from gdlseg.data.channel_checks import ChannelSettings, channel_count_problems
-from gdlseg.data.channels import channel_files, channel_label, file_channels, intensity_presets
+from gdlseg.data.channels import intensity_presets
 from gdlseg.data.class_weights import validate_class_weights
-from gdlseg.data.datalist import case_name, dataset_channel_names, read_datalist, resolve_case
-from gdlseg.data.distributed import Ranks, gather_in_order, process_ranks, stop_every_rank, validation_share
-from gdlseg.data.geometry import AFFINE_TOLERANCE, Grid, grid_differences
-from gdlseg.data.readers import ScanError, ScanHeader, read_array, read_header
+from gdlseg.data.datalist import dataset_channel_names, read_datalist, resolve_case
+from gdlseg.data.distributed import (
+    Ranks,
+    gather_in_order,
+    process_ranks,
+    run_on_share,
+    stop_every_rank,
+    validation_share,
+)
+from gdlseg.data.geometry import AFFINE_TOLERANCE
 from gdlseg.settings import switch
 
 logger = logging.getLogger(__name__)
 
 LABELLED_LISTS = ("training", "validation")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One defect: the case (or ``datalist``/``settings``), where in it (a file's role and name, or
-    nothing when the message names the argument), and what is wrong."""
-
-    case: str
-    where: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.case}: {self.where}: {self.message}" if self.where else f"{self.case}: {self.message}"
 
 
 class DatasetError(ValueError):
@@ -148,153 +143,19 @@ def labelled_cases(datalist: os.PathLike | str, dataset_dir: os.PathLike | str) 
     return cases, problems
 
 
-def _dimension_problem(header: ScanHeader, channels_last: bool = False) -> str | None:
-    """Not 3D (a trailing axis of size 1 is a channel and allowed), or, with ``channels_last`` (a case's
-    only image file), not 3D or 4D with the channels last; or a zero-size dimension."""
-    shape = header.shape
-    if len(shape) < 3 or any(n != 1 for n in shape[3 + int(channels_last) :]):
-        if channels_last and len(shape) > 3:
-            return f"is {len(shape)}D (shape {shape}); training needs a 3D scan, or a 4D one with the channels last"
-        return f"is {len(shape)}D (shape {shape}); training needs a 3D scan (one channel)"
-    if 0 in shape:
-        return f"has a zero-size dimension (shape {shape})"
-    return None
-
-
-def _intensity_problem(image: np.ndarray) -> str | None:
-    if not np.issubdtype(image.dtype, np.floating) or np.isfinite(image).all():
-        return None
-    nan, infinite = int(np.isnan(image).sum()), int(np.isinf(image).sum())
-    return f"{nan} NaN and {infinite} infinite intensities"
-
-
-def _label_problem(labels: np.ndarray, num_classes: int | None) -> str | None:
-    """Non-integer, negative or >= ``num_classes`` values (``None``: the count is unknown, not checked)."""
-    if np.issubdtype(labels.dtype, np.floating):
-        fractional = labels != np.round(labels)  # NaN != NaN: NaN counts as non-integer
-        if fractional.any():
-            examples = ", ".join(f"{v:g}" for v in np.unique(labels[fractional])[:3])
-            return f"{int(fractional.sum())} non-integer label values (e.g. {examples})"
-    upper = np.inf if num_classes is None else num_classes
-    if labels.min() >= 0 and labels.max() < upper:
-        return None
-    outside = np.unique(labels[(labels < 0) | (labels >= upper)])
-    shown = ", ".join(f"{v:g}" for v in outside[:5]) + (", ..." if outside.size > 5 else "")
-    if num_classes is None:
-        return f"negative label values {shown}"
-    return f"label values {shown} outside [0, {num_classes}) (num_classes={num_classes})"
-
-
-@dataclass
-class CheckedCase:
-    """A case as read by :func:`inspect_case`: its problems, its channel count once its headers pass,
-    and, when it has no problem, every channel's voxels (``image``: ``(x, y, z, channels)``), the labels
-    (``(x, y, z[, 1])`` as the training pipeline reads them) and channel 0's RAS affine."""
-
-    name: str
-    problems: list[Problem]
-    image: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    affine: np.ndarray | None = None
-    channels: int | None = None
-
-
 class CaseCallback(Protocol):
     """What the dataset check hands each case it read without problems, while the voxels are in memory.
 
     ``callback(case, checked)`` returns a small picklable fact about the case (the resolved case, what was
-    read); once every rank has checked its share, ``receive(label, fact)`` is called on every rank for every
-    case's fact, in the cases' order, so that each process ends up with the facts of all cases (one process:
-    its own facts, again).
+    read); once every rank has checked its share, ``receive(case, fact)`` is called on every rank for every
+    case's fact, in the cases' order, with ``case`` as this process resolved it (one process: its own
+    facts, again). So each process ends up with the facts of all cases, keyed as it sees them, even when
+    the nodes mount the dataset at different paths.
     """
 
     def __call__(self, case: Mapping[str, object], checked: CheckedCase) -> object: ...
 
-    def receive(self, label: str, fact: object) -> None: ...
-
-
-def _headers(paths: Sequence[str], where: Sequence[str], name: str, channels_last: bool) -> tuple[list, list[Problem]]:
-    """Each file's header, or the problems of the files that cannot be read or are not 3D (4D)."""
-    headers, problems = [], []
-    for path, place in zip(paths, where):
-        try:
-            header = read_header(path)
-        except ScanError as error:
-            problems.append(Problem(name, place, error.reason))
-            continue
-        if (message := _dimension_problem(header, channels_last)) is not None:
-            problems.append(Problem(name, place, message))
-        headers.append(header)
-    return headers, problems
-
-
-def inspect_case(
-    case: Mapping[str, str | Sequence[str]],
-    num_classes: int | None,
-    affine_tolerance: float = AFFINE_TOLERANCE,
-    channel_names: Sequence[str] | None = None,
-) -> CheckedCase:
-    """Check one labelled case ``{"image": path or [path per channel], "label": path}`` (paths
-    resolved), reading each file once: headers first, voxels only if the headers pass. Every channel
-    file must lie on channel 0's grid (size, spacing, origin, direction within ``affine_tolerance``),
-    and the label too. Label values are checked against ``num_classes`` unless it is None; problems
-    name a channel by index and by its name in ``channel_names`` when given."""
-    files = channel_files(case["image"])
-    name = case_name(case["image"])
-    several = len(files) > 1
-    image_where = [
-        f"image {channel_label(index, channel_names) + ' ' if several else ''}{Path(path).name}"
-        for index, path in enumerate(files)
-    ]
-    label_where = f"label {Path(case['label']).name}"
-    images, problems = _headers(files, image_where, name, channels_last=not several)
-    labels, label_problems = _headers([case["label"]], [label_where], name, channels_last=False)
-    problems += label_problems
-    if problems:
-        return CheckedCase(name, problems)
-    image, label = images[0], labels[0]
-    channels = len(files) if several else file_channels(image.shape)
-    reference = Grid.from_affine(image.shape, image.affine)
-    for index, other in enumerate(images[1:], start=1):
-        differences = grid_differences(Grid.from_affine(other.shape, other.affine), reference, affine_tolerance)
-        if differences:
-            message = f"not on channel 0's grid: {'; '.join(differences)}"
-            problems.append(Problem(name, image_where[index], message))
-    if problems:
-        return CheckedCase(name, problems, channels=channels)
-    if image.shape[:3] != label.shape[:3]:
-        message = f"image and label differ in shape: image {image.shape[:3]}, label {label.shape[:3]}"
-        return CheckedCase(name, [Problem(name, "", message)], channels=channels)
-    differences = grid_differences(
-        Grid.from_affine(label.shape, label.affine), reference, affine_tolerance, ("label", "image")
-    )
-    if differences:
-        message = f"the label does not lie on the image's voxel grid (tolerance {affine_tolerance:g} mm): " + "; ".join(
-            differences
-        )
-        return CheckedCase(name, [Problem(name, "", message)], channels=channels)
-    arrays: list[np.ndarray] = []
-    checks = [(path, place, _intensity_problem) for path, place in zip(files, image_where)]
-    checks.append((case["label"], label_where, lambda a: _label_problem(a, num_classes)))
-    for path, place, check in checks:
-        try:
-            arrays.append(read_array(path)[0])
-            message = check(arrays[-1])
-        except ScanError as error:
-            message = error.reason
-        if message is not None:
-            problems.append(Problem(name, place, message))
-    if problems:
-        return CheckedCase(name, problems, channels=channels)
-    voxels = arrays[0] if arrays[0].ndim == 4 else np.stack([a.reshape(a.shape[:3]) for a in arrays[:-1]], axis=-1)
-    return CheckedCase(name, [], voxels, arrays[-1], image.affine, channels)
-
-
-def check_case(
-    case: Mapping[str, str | Sequence[str]], num_classes: int | None, affine_tolerance: float = AFFINE_TOLERANCE
-) -> list[Problem]:
-    """The problems of one labelled case (see :func:`inspect_case`)."""
-    return inspect_case(case, num_classes, affine_tolerance).problems
+    def receive(self, case: Mapping[str, object], fact: object) -> None: ...
 
 
 def _check(
@@ -310,26 +171,31 @@ def _check(
     on_case: CaseCallback | None = None,
 ) -> tuple[list[Problem], int]:
     """Every problem and the number of labelled cases; with several ``ranks`` (a collective) each
-    inspects its share of the cases and all get the whole list, in the order one process finds it."""
+    inspects its share of the cases and all get the whole list, in the order one process finds it. An
+    error while a rank reads its share (or in ``on_case``) stops every rank, rank 0 printing it
+    (:func:`~gdlseg.data.distributed.run_on_share`)."""
     names = dataset_channel_names(datalist)
     problems = check_settings(num_classes, class_names, class_weights, channels.intensity, channels.in_channels, names)
     cases, datalist_problems = labelled_cases(datalist, dataset_dir)
     problems += datalist_problems
     known_classes = num_classes if _num_classes_problem(num_classes) is None else None
-    found = []
-    share = validation_share(cases, ranks)
-    for case in tqdm(share, desc="check-data", unit="case", disable=None if progress else True):
-        inspected = inspect_case(case, known_classes, affine_tolerance, names)  # the voxels are let go
-        fact = None
-        if on_case is not None and not inspected.problems:
-            fact = (str(case["label"]), on_case(case, inspected))
-        count = None if inspected.channels is None else (inspected.name, inspected.channels)
-        found.append((inspected.problems, count, fact))
-    found = gather_in_order(found, ranks)
+
+    def inspect_share() -> list[tuple]:
+        found = []
+        share = validation_share(cases, ranks)
+        for case in tqdm(share, desc="check-data", unit="case", disable=None if progress else True):
+            inspected = inspect_case(case, known_classes, affine_tolerance, names)  # the voxels are let go
+            fact = on_case(case, inspected) if on_case is not None and not inspected.problems else None
+            count = None if inspected.channels is None else (inspected.name, inspected.channels)
+            found.append((inspected.problems, count, fact))
+        return found
+
+    found = gather_in_order(run_on_share(inspect_share, "the dataset check could not read a case", ranks), ranks)
     problems += [problem for case_problems, _, _ in found for problem in case_problems]
     counts = [count for _, count, _ in found if count is not None]
-    for fact in (fact for _, _, fact in found if fact is not None):
-        on_case.receive(*fact)
+    for case, (_, _, fact) in zip(cases, found, strict=True):
+        if fact is not None:
+            on_case.receive(case, fact)
     problems += [Problem(*problem) for problem in channel_count_problems(counts, channels, names)]
     return problems, len(cases)
 

@@ -18,26 +18,32 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gdlseg.data.distributed import gather, process_ranks, validation_share
+from gdlseg.data.distributed import gather, process_ranks, run_on_share, validation_share
 from gdlseg.data.readers import read_array
 
 
 def class_volumes(label_files: Sequence[os.PathLike | str], num_classes: int) -> np.ndarray:
     """Voxel count of every class over the label files. Under torchrun it is a collective: each rank
     counts its :func:`~gdlseg.data.distributed.validation_share` of the files and every rank gets the
-    sum over ranks, so each file is read once in all.
+    sum over ranks, so each file is read once in all; a file that fails on one rank stops every rank
+    (:func:`~gdlseg.data.distributed.run_on_share`: rank 0 prints the error once).
 
     Raises:
-        ValueError: a label value outside ``[0, num_classes)``, naming the file (on the rank reading it).
+        ValueError: a label value outside ``[0, num_classes)``, naming the file.
     """
     ranks = process_ranks()
-    totals = np.zeros(num_classes, dtype=np.int64)
-    for path in validation_share(label_files, ranks):
-        labels, _ = read_array(path)  # nibabel for NIfTI (as training reads it), SimpleITK for the rest
-        counts = np.bincount(labels.astype(np.int64, copy=False).ravel(), minlength=num_classes)
-        if counts.size > num_classes or labels.min() < 0:
-            raise ValueError(f"{path}: label values outside [0, {num_classes}) (num_classes={num_classes}).")
-        totals += counts
+
+    def count_share() -> np.ndarray:
+        totals = np.zeros(num_classes, dtype=np.int64)
+        for path in validation_share(label_files, ranks):
+            labels, _ = read_array(path)  # nibabel for NIfTI (as training reads it), SimpleITK for the rest
+            counts = np.bincount(labels.astype(np.int64, copy=False).ravel(), minlength=num_classes)
+            if counts.size > num_classes or labels.min() < 0:
+                raise ValueError(f"{path}: label values outside [0, {num_classes}) (num_classes={num_classes}).")
+            totals += counts
+        return totals
+
+    totals = run_on_share(count_share, "a training label could not be counted", ranks)
     return np.sum(gather(totals, ranks), axis=0)
 
 

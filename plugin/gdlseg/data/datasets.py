@@ -14,7 +14,7 @@ from monai.data import CacheDataset as MonaiCacheDataset
 from tqdm import tqdm
 
 from gdlseg.data.datalist import case_name
-from gdlseg.data.distributed import gather, process_ranks
+from gdlseg.data.distributed import gather, process_ranks, run_on_share
 from gdlseg.data.errors import ScanError
 
 logger = logging.getLogger(__name__)
@@ -44,9 +44,17 @@ class CacheDataset(MonaiCacheDataset):
     active exception") instead of exiting with the error. Here the cases not yet started are
     cancelled, the ones in progress finish, and :class:`CaseCachingError` names the case, with the
     original error as its cause.
+
+    Under torchrun (an initialised process group) building one is a collective: each rank fills the cache of
+    its own cases, and a case failing on any rank stops every rank, rank 0 naming it
+    (:func:`~gdlseg.data.distributed.run_on_share`), instead of leaving the other ranks waiting. Every rank
+    must therefore build its datasets in the same order, as the bundle's ``training_setup`` does.
     """
 
     def _fill_cache(self, indices=None) -> list:
+        return run_on_share(lambda: self._fill_share(indices), "a case could not be loaded into the data cache")
+
+    def _fill_share(self, indices=None) -> list:
         if self.cache_num <= 0:
             return []
         indices = list(range(self.cache_num)) if indices is None else list(indices)

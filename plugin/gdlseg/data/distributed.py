@@ -25,12 +25,18 @@ A torchrun training has W processes (ranks). Rather than every rank caching and 
 
 Outside a process group (or in one of one process) a share is the whole list, unchanged.
 The gathering functions are collectives: every rank must call them, in the same order.
+
+**Failures.** A rank's part of such a job (reading its share) runs in :func:`run_on_share`: an error on one
+rank would otherwise leave the others waiting in the next collective (across nodes with NCCL, until its
+timeout) and show up, if at all, in another rank's log. :func:`run_on_share` tells every rank whether all
+parts succeeded, and on a failure every rank stops at once (:func:`stop_every_rank`), the error printed
+once, by rank 0.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -139,3 +145,39 @@ def stop_every_rank(error: Exception, reason: str, ranks: Ranks | None = None) -
         if ranks.rank != 0:
             raise SystemExit(f"rank {ranks.rank} of {ranks.world_size} stops: {reason} (rank 0 printed why).")
     raise error
+
+
+class RankFailure(RuntimeError):
+    """Another rank's error as rank 0 reports it: ``rank r of W failed: <type>: <message>``."""
+
+
+def run_on_share(work: Callable[[], Item], reason: str, ranks: Ranks | None = None) -> Item:
+    """``work()``, this rank's part of a job every rank does at the same point (e.g. reading its share of
+    the cases), then a collective that tells every rank whether every part succeeded.
+
+    When ``work`` raises an ``Exception`` on any rank, every rank stops (:func:`stop_every_rank` with
+    ``reason``) on the error of the lowest failing rank: rank 0 prints it once, its own error as it was
+    raised or another rank's as :class:`RankFailure` (its type and message: the file or case it names),
+    and every other rank exits with one line. One process: ``work()``, its error raised as it is.
+
+    Raises:
+        Exception: on rank 0, its own error, or :class:`RankFailure` for another rank's.
+        SystemExit: on the other ranks, when a rank failed.
+    """
+    ranks = ranks or process_ranks()
+    if not ranks.distributed:
+        return work()
+    result, error = None, None
+    try:
+        result = work()
+    except Exception as caught:  # every rank must reach the gather below, whatever went wrong
+        error = caught
+    failures = gather(None if error is None else f"{type(error).__name__}: {error}", ranks)
+    failed = [rank for rank, failure in enumerate(failures) if failure is not None]
+    if failed:
+        first = failed[0]
+        if first == ranks.rank and error is not None:
+            stop_every_rank(error, reason, ranks)
+        message = f"rank {first} of {ranks.world_size} failed: {failures[first]}"
+        stop_every_rank(RankFailure(message), reason, ranks)
+    return result

@@ -37,8 +37,9 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from gdlseg.data.case_checks import inspect_case
 from gdlseg.data.channels import channel_names
-from gdlseg.data.checks import AFFINE_TOLERANCE, inspect_case, labelled_cases
+from gdlseg.data.checks import AFFINE_TOLERANCE, labelled_cases
 from gdlseg.data.class_weights import volume_class_weights
 from gdlseg.data.datalist import datalist_fingerprint, read_datalist
 

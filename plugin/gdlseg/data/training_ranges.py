@@ -1,7 +1,7 @@
 """The training data's ranges that inference's quality flags compare a new scan with (``training.json``'s
 ``training_ranges``), gathered while the dataset check reads every labelled case anyway.
 
-Per case (:func:`case_ranges`, on the voxels :func:`gdlseg.data.checks.inspect_case` has read):
+Per case (:func:`case_ranges`, on the voxels :func:`gdlseg.data.case_checks.inspect_case` has read):
 
 - ``spacing_mm``: the voxel size along R, A, S (:func:`gdlseg.data.fingerprint.ras_geometry`, the order of
   ``pixdim``);
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from gdlseg.data.checks import CheckedCase
+from gdlseg.data.case_checks import CheckedCase
 from gdlseg.data.fingerprint import ras_geometry
 
 logger = logging.getLogger(__name__)
@@ -78,16 +78,17 @@ def case_ranges(checked: CheckedCase) -> CaseRanges:
 class CaseRangeCollector(dict[str, CaseRanges]):
     """``{label path: CaseRanges}`` of the cases the dataset check read, filled while their voxels are in
     memory: pass it as :func:`gdlseg.data.checks.preflight`'s ``on_case``. Keys are the case's label path as
-    :func:`gdlseg.data.datalist.resolve_case` gives it (what the training split's cases hold too). Under
-    torchrun each rank reads its share and then receives the other ranks' facts: every rank holds all.
+    :func:`gdlseg.data.datalist.resolve_case` gives it in this process (what the training split's cases hold
+    too). Under torchrun each rank reads its share and then receives the other ranks' facts with the cases as
+    it resolves them itself: every rank holds all, under its own paths, wherever each node mounts the data.
     """
 
     def __call__(self, case: Mapping[str, Any], checked: CheckedCase) -> CaseRanges:
         self[str(case["label"])] = found = case_ranges(checked)
         return found
 
-    def receive(self, label: str, fact: CaseRanges) -> None:
-        self[label] = fact
+    def receive(self, case: Mapping[str, Any], fact: CaseRanges) -> None:
+        self[str(case["label"])] = fact
 
 
 def training_ranges(

@@ -90,11 +90,11 @@ class RandomStates:
         saved_ranks = state.get("ranks")
         if saved_ranks is not None and len(saved_ranks) == ranks.world_size:
             state = saved_ranks[ranks.rank]
-        elif ranks.distributed:
-            processes = "rank 0's alone" if saved_ranks is None else f"those of {len(saved_ranks)} processes"
+        elif saved_ranks is not None or ranks.distributed:  # another number of processes (or unknown)
+            processes = "rank 0 alone" if saved_ranks is None else f"{len(saved_ranks)} processes"
             logger.warning(
-                "The checkpoint holds the random generator states of %s, this training has %d processes: "
-                "every rank continues from rank 0's states, not as an uninterrupted run would.",
+                "The checkpoint holds the random generator states of %s, this training has %d process(es): "
+                "every process continues from rank 0's states, not as an uninterrupted run would.",
                 processes,
                 ranks.world_size,
             )
