@@ -296,7 +296,7 @@ def test_a_dicom_seg_is_written_beside_the_nifti_and_a_non_dicom_input_is_a_usag
     assert code == 0, stderr
     assert sorted(path.name for path in output.iterdir()) == [
         "dicom_series_seg.dcm", "dicom_series_seg.json", "dicom_series_seg.nii.gz", "dicom_series_stats.json",
-        "statistics.csv",
+        "quality.json", "statistics.csv",
     ]  # fmt: skip
     labels = sitk.ReadImage(str(output / "dicom_series_seg.nii.gz"))
     assert_seg_equals_label_map(output / "dicom_series_seg.dcm", series, labels, CLASS_NAMES)

@@ -4,16 +4,31 @@ process writes them, one MLflow run and one summary for the whole batch."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import warnings
+from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
+import SimpleITK as sitk
 import torch
 from mlflow.tracking import MlflowClient
 
 from gdlseg.cli.main import main
-from tests.inference.checkpoints import write_checkpoint
-from tests.inference.scans import write_geometry_cases
+from tests.bundles.test_privacy import files_mentioning
+from tests.data.dicom import (
+    LEGACY_BIRTH_DATE,
+    LEGACY_NAME,
+    PATIENT_ID,
+    PATIENT_NAME,
+    give_legacy_patient_values,
+    write_dicom_series,
+)
+from tests.inference.checkpoints import CLASS_NAMES, write_checkpoint
+from tests.inference.dicom_seg_checks import assert_seg_equals_label_map
+from tests.inference.scans import box_volume, write_geometry_cases
 
 CASES = ["lps", "oblique", "oblique_flipped", "ras_anisotropic", "ct_series"]  # input order: files by name, series
 
@@ -69,6 +84,49 @@ def test_two_workers_write_what_one_process_writes_and_track_one_run(one_thread,
     assert run.data.tags["gdlseg.training_run_id"] == "training-run-7"
     logged = {item.path for item in client.list_artifacts(run.info.run_id)}
     assert {f"{case}_seg.json" for case in CASES} <= logged
+
+
+def test_two_workers_write_the_dicom_segs_one_process_writes_and_print_no_patient_value(
+    one_thread, tmp_path, capfd, caplog
+):
+    """``--output-format both`` over DICOM series, in this process and in two workers: the same label maps and
+    SEG pixel data. One series has a legacy export's patient values that are not valid DICOM: its SEG holds
+    them as they are, and no process shows them (console, the workers' included: they write to this process's
+    file descriptors; warnings; log records), nor puts them (or any patient identifier) in any file but the
+    SEGs: provenance, statistics, quality.json, the MLflow store."""
+    checkpoint = write_checkpoint(tmp_path / "model")
+    inputs = tmp_path / "inputs"
+    volume = np.transpose(box_volume(), (2, 1, 0))
+    write_dicom_series(inputs / "axial", volume, series_uid="1.2.826.0.1.3680043.2.1125.5.1")
+    write_dicom_series(inputs / "legacy", volume, series_uid="1.2.826.0.1.3680043.2.1125.5.2")
+    give_legacy_patient_values(inputs / "legacy")
+    caplog.set_level(logging.DEBUG)
+    outputs, shown = {workers: tmp_path / f"workers_{workers}" for workers in (1, 2)}, []
+    for workers, output in outputs.items():
+        arguments = ["--ckpt", checkpoint, "--input", inputs, "--output", output, "--output-format", "both"]
+        capfd.readouterr(), caplog.clear()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code = main(["infer", *map(str, arguments), "--workers", str(workers)])
+        console = capfd.readouterr()
+        run = [console.out, console.err, caplog.text, *(str(warning.message) for warning in caught)]
+        assert code == 0, console.err[-3000:]
+        warned = "legacy: not valid DICOM in the series, copied into the DICOM SEG as they are: PatientBirthDate."
+        assert [text for text in run if warned in text], f"{workers} worker(s): no warning"
+        shown += run
+    one, two = outputs[1], outputs[2]
+    for case in ("axial", "legacy"):
+        assert (two / f"{case}_seg.nii.gz").read_bytes() == (one / f"{case}_seg.nii.gz").read_bytes()
+        segs = [pydicom.dcmread(folder / f"{case}_seg.dcm") for folder in (one, two)]
+        assert segs[0].PixelData == segs[1].PixelData
+        labels = sitk.ReadImage(str(one / f"{case}_seg.nii.gz"))
+        assert_seg_equals_label_map(two / f"{case}_seg.dcm", inputs / case, labels, CLASS_NAMES)
+    assert (segs[1].PatientBirthDate, str(segs[1].PatientName)) == (LEGACY_BIRTH_DATE, LEGACY_NAME)
+
+    needles = (LEGACY_BIRTH_DATE, LEGACY_NAME.strip(), PATIENT_NAME, PATIENT_ID, "19700101")
+    assert [needle for needle in needles if any(needle in text for text in shown)] == []
+    for output in outputs.values():
+        assert {Path(name).name for name in files_mentioning(output, needles)} == {"axial_seg.dcm", "legacy_seg.dcm"}
 
 
 @pytest.mark.parametrize(

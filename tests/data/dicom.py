@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import locale
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import SimpleITK as sitk
 
 PATIENT_NAME = "DOE^JANE"
 PATIENT_ID = "PID-0042"
+# A legacy export's patient values that are not valid DICOM: a dashed date (DA is YYYYMMDD), a name without
+# a caret and with a newline. pydicom warns and logs with the date; highdicom logs the name, cannot parse the date.
+LEGACY_BIRTH_DATE, LEGACY_NAME = "1970-01-01", "DOE JANE\n"
 
 
 def write_dicom_series(
@@ -76,3 +81,14 @@ def write_dicom_series(
 def regular_positions(count: int, spacing: float = 2.5, origin=(-40.0, -30.0, 12.0)) -> list[list[float]]:
     """Axial slice positions ``origin + k · spacing · z``."""
     return [[origin[0], origin[1], origin[2] + k * spacing] for k in range(count)]
+
+
+def give_legacy_patient_values(folder: Path) -> Path:
+    """Rewrite every file of the series in ``folder`` with :data:`LEGACY_BIRTH_DATE` and :data:`LEGACY_NAME`."""
+    for path in folder.iterdir():
+        header = pydicom.dcmread(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's own warning about the date set here
+            header.PatientBirthDate, header.PatientName = LEGACY_BIRTH_DATE, LEGACY_NAME
+            header.save_as(path)
+    return folder

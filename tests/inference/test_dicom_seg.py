@@ -5,8 +5,10 @@ series and instances, names and codes the classes, identifies the algorithm; bad
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
+import warnings
 
 import highdicom as hd
 import numpy as np
@@ -17,8 +19,20 @@ import SimpleITK as sitk
 import gdlseg
 from gdlseg.data.readers import read_image
 from gdlseg.inference import InferenceOptions, SlidingWindowSettings, load_ensemble, load_trained_model, segment_cases
-from gdlseg.inference.dicom_seg import algorithm_identification, read_source_headers, write_dicom_seg
-from tests.data.dicom import PATIENT_ID, PATIENT_NAME, write_dicom_series
+from gdlseg.inference.dicom_seg import (
+    algorithm_identification,
+    failures_without_values,
+    read_source_headers,
+    write_dicom_seg,
+)
+from tests.data.dicom import (
+    LEGACY_BIRTH_DATE,
+    LEGACY_NAME,
+    PATIENT_ID,
+    PATIENT_NAME,
+    give_legacy_patient_values,
+    write_dicom_series,
+)
 
 from .checkpoints import BUNDLE_ROOT, write_checkpoint, write_folds
 from .dicom_seg_checks import assert_seg_equals_label_map, source_headers
@@ -207,3 +221,92 @@ def test_a_series_whose_uids_were_blanked_is_refused_by_file_and_attribute(serie
 def test_an_unknown_output_format_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"output_format must be one of \['nifti', 'dicom-seg', 'both'\], got 'dicom'"):
         options(tmp_path, output_format="dicom")
+
+
+# --- values that do not conform to DICOM, and multi-frame files ----------------------------------------
+def test_patient_values_that_are_not_valid_dicom_are_copied_as_they_are_and_never_shown(
+    series, model, tmp_path, caplog, capsys
+):
+    folder = give_legacy_patient_values(shutil.copytree(series["axial"], tmp_path / "legacy"))
+    output = tmp_path / "out"
+    output.mkdir()
+    settings = pydicom.config.settings
+    before = settings.reading_validation_mode, settings.writing_validation_mode, logging.getLogger("pydicom").level
+    caplog.set_level(logging.DEBUG)
+    caplog.clear(), capsys.readouterr()  # what writing the series said
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        [outcome] = segment_cases([folder], model, options(output, output_format="both"))
+    assert outcome.ok, outcome.error
+    seg = pydicom.dcmread(output / "legacy_seg.dcm")
+    assert (seg.PatientBirthDate, str(seg.PatientName), seg.PatientID) == (LEGACY_BIRTH_DATE, LEGACY_NAME, PATIENT_ID)
+    assert_seg_equals_label_map(
+        output / "legacy_seg.dcm", folder, sitk.ReadImage(output / "legacy_seg.nii.gz"), CLASSES
+    )
+
+    # gdlseg names the attribute; neither pydicom nor highdicom said anything (values, a source UID at INFO)
+    messages = [str(warning.message) for warning in caught]
+    assert (
+        "legacy: not valid DICOM in the series, copied into the DICOM SEG as they are: PatientBirthDate. "
+        "A PACS that checks values may refuse the SEG, as it would the series."
+    ) in messages
+    console = capsys.readouterr()
+    shown = [console.out, console.err, caplog.text, *(record.getMessage() for record in caplog.records), *messages]
+    source_uids = {header.SOPInstanceUID for header in source_headers(folder)}  # highdicom logs one at INFO
+    for value in (LEGACY_BIRTH_DATE, LEGACY_NAME.strip(), PATIENT_ID, seg.StudyInstanceUID, *source_uids):
+        assert not [text for text in shown if value in text], value
+        for path in output.iterdir():
+            assert path.name == "legacy_seg.dcm" or value.encode() not in path.read_bytes(), (value, path.name)
+    # pydicom's settings and logger as they were: the quiet is for reading and writing the SEG only
+    assert (
+        settings.reading_validation_mode,
+        settings.writing_validation_mode,
+        logging.getLogger("pydicom").level,
+    ) == before
+
+
+def test_a_library_failure_names_the_attribute_never_its_value(series, tmp_path):
+    folder = give_legacy_patient_values(shutil.copytree(series["axial"], tmp_path / "legacy"))
+    [header, *_] = read_source_headers(folder, "legacy")
+    with pytest.raises(ValueError) as raised, failures_without_values(header, "legacy"):
+        pydicom.valuerep.DA(header.PatientBirthDate)  # what highdicom does with a source's birth date
+    assert str(raised.value) == (
+        "legacy: the DICOM SEG cannot be made from the series' headers: "
+        "ValueError: Unable to convert '<PatientBirthDate>' to 'DA' object"
+    )
+
+
+def multi_frame(folder, source, enhanced: bool):
+    """``source``'s slices as one multi-frame file: its first header with NumberOfFrames and every frame's
+    pixels; ``enhanced``: an Enhanced CT, its positions in per-frame functional groups, none at the top."""
+    files = sorted(source.glob("*.dcm"))
+    header = pydicom.dcmread(files[0])
+    header.NumberOfFrames = len(files)
+    header.PixelData = b"".join(pydicom.dcmread(path).PixelData for path in files)
+    if enhanced:
+        header.SOPClassUID = header.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"
+        frames = []
+        for path in files:
+            position = pydicom.Dataset()
+            position.ImagePositionPatient = pydicom.dcmread(path).ImagePositionPatient
+            frame = pydicom.Dataset()
+            frame.PlanePositionSequence = [position]
+            frames.append(frame)
+        header.PerFrameFunctionalGroupsSequence = frames
+        del header.ImagePositionPatient
+    folder.mkdir()
+    header.save_as(folder / "volume.dcm")
+    return folder
+
+
+@pytest.mark.parametrize("enhanced", [False, True], ids=["number_of_frames", "enhanced_ct"])
+def test_a_multi_frame_file_is_refused_for_a_seg_before_any_work(series, model, tmp_path, enhanced):
+    folder = multi_frame(tmp_path / "multi", series["axial"], enhanced)
+    output = tmp_path / "out"
+    output.mkdir()
+    [outcome] = segment_cases([folder], model, options(output, output_format="both"))
+    assert outcome.error == (
+        "multi: volume.dcm is a multi-frame DICOM image; DICOM SEG output supports single-frame series only (one "
+        "slice per file, as gdlseg reads them with SimpleITK): use --output-format nifti for this case."
+    )
+    assert not list(output.iterdir())

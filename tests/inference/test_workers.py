@@ -7,6 +7,7 @@ import math
 import multiprocessing
 import os
 import resource
+import uuid
 from pathlib import Path
 
 import nibabel as nib
@@ -16,6 +17,7 @@ import pytest
 from gdlseg.inference import InferenceOptions, SlidingWindowSettings
 from gdlseg.inference.process_pool import WorkerFailure, map_in_workers
 from gdlseg.inference.workers import ModelSource, segment_cases_in_workers, worker_devices, worker_threads
+from tests.data.dicom import write_dicom_series
 
 from .checkpoints import BUNDLE_ROOT, write_checkpoint
 from .scans import box_volume
@@ -127,3 +129,22 @@ def test_a_model_no_worker_can_load_fails_every_case_with_the_reason(checkpoint,
     for outcome in outcomes:
         assert outcome.error.startswith("not segmented: no worker process could start: ValueError: checkpoint ")
         assert "gone.pt does not exist" in outcome.error
+
+
+def test_what_a_lost_worker_left_of_a_case_is_removed_its_dicom_seg_included(checkpoint, tmp_path):
+    """A worker killed while writing a case leaves a hidden temporary of each output it had begun (names
+    as :func:`gdlseg.data.atomic.atomic_path` draws them), the SEG's with the source's patient module in it.
+    They are removed once the case is failed for its worker, whatever the reason; here no worker can load
+    the model, so every case fails so. Another case's files stay."""
+    series, output = tmp_path / "series", tmp_path / "out"
+    write_dicom_series(series, np.transpose(box_volume(), (2, 1, 0)))
+    output.mkdir()
+    leftovers = [output / f".series_seg.{uuid.uuid4().hex}.tmp{suffix}" for suffix in (".dcm", ".nii.gz", ".json")]
+    kept = [output / "other_seg.dcm", output / f".other_seg.{uuid.uuid4().hex}.tmp.dcm"]
+    for path in leftovers + kept:
+        path.write_bytes(b"half-written")
+    options = InferenceOptions(output_dir=output, settings=SlidingWindowSettings((16, 16, 16)), output_format="both")
+    source = ModelSource((checkpoint.with_name("gone.pt"),), BUNDLE_ROOT)
+    [outcome] = segment_cases_in_workers([series], source, options, ["cpu"], threads=1)
+    assert outcome.error.startswith("not segmented: no worker process could start")
+    assert sorted(output.iterdir()) == sorted(kept)

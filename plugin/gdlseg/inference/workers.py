@@ -40,6 +40,7 @@ from gdlseg.inference.model import TrainedModel
 from gdlseg.inference.process_pool import WorkerFailure, map_in_workers
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # a user's thread choice, which torch follows
+NOT_REPORTED = "not segmented: no worker reported it"
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,11 @@ def segment_cases_in_workers(
         devices,
         on_result=arrived,
     )
-    return [outcome for outcome in outcomes if outcome is not None]
+    # The pool gives every item a result; were one ever missing, its case must still be reported, as failed.
+    return [
+        outcome if outcome is not None else CaseOutcome(case=case["case"], error=NOT_REPORTED)
+        for case, outcome in zip(cases, outcomes)
+    ]
 
 
 def _as_outcome(case: str, result: CaseOutcome | WorkerFailure, options: InferenceOptions) -> CaseOutcome:
@@ -122,7 +127,7 @@ def _as_outcome(case: str, result: CaseOutcome | WorkerFailure, options: Inferen
     worker left half-written of the case is gone."""
     if isinstance(result, CaseOutcome):
         return result
-    for target in output_paths(options.output_dir, case, options.probabilities).values():
+    for target in output_paths(options.output_dir, case, options.probabilities, options.output_format).values():
         for temporary in leftover_temporaries(target):
             temporary.unlink(missing_ok=True)
     return CaseOutcome(case=case, error=f"not segmented: {result.message}", seconds=result.seconds)
