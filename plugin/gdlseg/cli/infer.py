@@ -310,12 +310,13 @@ def _run(args: argparse.Namespace) -> int:
     identity = {"checkpoint": args.model or checkpoints[0].name, "checkpoint_sha256": model.checkpoint_sha256}
     if model.members:
         identity = {"checkpoint_sha256": [member.checkpoint_sha256 for member in model.members]}
+    devices = busy_devices(args.worker_devices, len(cases))
     params = {
         **identity,
         "cases": len(cases),
         "device": str(device),
-        "workers": len(busy_devices(args.worker_devices, len(cases))),
-        "threads": threads_per_process(busy_devices(args.worker_devices, len(cases))),
+        "workers": len(devices),
+        "threads": threads_per_process(devices),
         "classes": model.class_names,
         "in_channels": model.in_channels,
         "channel_names": model.channel_names,
